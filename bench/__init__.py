@@ -1,0 +1,1 @@
+"""Scenarios, the day-by-day runner, metrics, equality checks, results and CLI."""

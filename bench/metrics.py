@@ -1,0 +1,66 @@
+"""The runner's clock: a Recorder that times a stage and its phases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+PHASES = ("capture", "plan", "probe", "transform", "write", "commit")
+COUNTERS = ("rows_read", "bytes_read", "files_read", "rows_written", "bytes_written", "files_written", "commits")
+
+
+class StageRecorder:
+    """Times one stage run (wall and process CPU, all threads) and collects its figures."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.phases: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.partitions_written = 0
+        self.info: dict[str, Any] = {}
+        self.wall_s = 0.0
+        self.cpu_s = 0.0
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+
+    def read(self, rows: int, bytes_: int, files: int) -> None:
+        self.counters["rows_read"] += rows
+        self.counters["bytes_read"] += bytes_
+        self.counters["files_read"] += files
+
+    def wrote(self, rows: int, bytes_: int, files: int, commits: int, partitions: int) -> None:
+        self.counters["rows_written"] += rows
+        self.counters["bytes_written"] += bytes_
+        self.counters["files_written"] += files
+        self.counters["commits"] += commits
+        self.partitions_written += partitions
+
+    def note(self, **info: Any) -> None:
+        self.info.update(info)
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """The whole stage: wall clock and CPU of this process (DuckDB threads included)."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall_s += time.perf_counter() - w0
+            self.cpu_s += time.process_time() - c0
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"wall_s": self.wall_s, "cpu_s": self.cpu_s, **self.counters}
+        out["partitions_written"] = self.partitions_written
+        out.update({f"{p}_s": v for p, v in self.phases.items()})
+        out["pattern"] = self.info.get("pattern", "")
+        out["partitions"] = int(self.info.get("partitions", 0))
+        out["captured_files"] = int(self.info.get("captured_files", 0))
+        out["captured_rows"] = int(self.info.get("captured_rows", 0))
+        return out

@@ -1,0 +1,148 @@
+"""The day-by-day simulation: ingest batch P, run each strategy's stages, check.
+
+Both strategies read identical input; their order alternates day by day so
+that drift (caches, a busy neighbour) hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+
+from bench.equality import Verdict, compare
+from bench.metrics import StageRecorder
+from bench.progress import Progress
+from bench.scenario import Scenario
+from datagen.ingest import ingest_batch, read_events_file, split_by_arrival
+from datagen.model import arrival_batch
+from pipelines import lookback, oracle
+from pipelines.catalog import SOURCE_TABLE, STAGES, create_tables, open_catalog
+from pipelines.context import StageContext
+from pipelines.engine import DuckDBEngine
+from pipelines.ips import workflow as ips
+from pipelines.maintenance import expire_history
+
+
+@dataclass
+class RunResult:
+    """What one simulated run produced."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    daily_checks: list[dict[str, Any]] = field(default_factory=list)
+    peak_rss_bytes: int = 0
+    start_date: date | None = None
+
+
+class Batches:
+    """Arrival batches, from the generator or from a user's events file."""
+
+    def __init__(self, scenario: Scenario, events: pa.Table | None = None) -> None:
+        self.scenario = scenario
+        self._user: list[pa.Table] | None = None
+        if events is not None:
+            self.start_date, self._user = split_by_arrival(events)
+            self.days = len(self._user)
+        else:
+            self.start_date = scenario.start_date
+            self.days = scenario.days
+
+    def __getitem__(self, day: int) -> pa.Table:
+        if self._user is not None:
+            return self._user[day]
+        return arrival_batch(self.scenario.event_model(), day)
+
+
+def load_events(scenario: Scenario) -> pa.Table | None:
+    return read_events_file(Path(scenario.events_file)) if scenario.events_file else None
+
+
+def run_strategy_stage(ctx: StageContext, strategy: str, stage: str, processing_date: date, scenario: Scenario) -> None:
+    """One stage of one strategy: what differs is only which rows it reads and how it writes."""
+    if strategy == "lookback":
+        lookback.run_stage(ctx, stage, processing_date, scenario.lookback_days)
+    else:
+        ips.run_stage(ctx, stage)
+
+
+def check(catalog: SqlCatalog, scenario: Scenario) -> dict[str, Verdict]:
+    """Recompute the oracle and compare every strategy's tables with it."""
+    engine = DuckDBEngine()
+    try:
+        oracle.compute(engine, catalog)
+        return {
+            s: compare(engine, catalog, s, scenario.lookback_days if s == "lookback" else None)
+            for s in scenario.strategies
+        }
+    finally:
+        engine.close()
+
+
+def _maintain(catalog: SqlCatalog, scenario: Scenario) -> int:
+    tables = [SOURCE_TABLE] + [f"{s}.{stage}" for s in scenario.strategies for stage in STAGES]
+    return sum(expire_history(catalog.load_table(t)) for t in tables)
+
+
+def days_order(strategies: tuple[str, ...], day: int) -> Iterator[str]:
+    return iter(strategies if day % 2 == 0 else tuple(reversed(strategies)))
+
+
+def simulate(
+    scenario: Scenario,
+    warehouse: Path,
+    events: pa.Table | None = None,
+    progress: bool = True,
+    on_day: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Run the whole scenario into ``warehouse``; returns per-stage rows and verdicts."""
+    batches = Batches(scenario, events)
+    catalog = open_catalog(warehouse, create=True)
+    create_tables(catalog, scenario.strategies)
+    engine = DuckDBEngine()
+    result = RunResult(start_date=batches.start_date)
+    bar = Progress(batches.days, "ipsbench", progress)
+    try:
+        for day in range(batches.days):
+            processing_date = batches.start_date + timedelta(days=day)
+            base = {"day": day, "processing_date": processing_date.isoformat(), "warmup": day < scenario.warmup_days}
+            rec = StageRecorder()
+            with rec.timed():
+                batch = batches[day]
+                ingest_batch(catalog, batch)
+            result.rows.append({**base, "strategy": "source", "stage": "ingest", **rec.row(), "rows_written": batch.num_rows})
+            walls: dict[str, float] = {}
+            for strategy in days_order(scenario.strategies, day):
+                for stage in STAGES:
+                    rec = StageRecorder()
+                    ctx = StageContext(catalog, engine, rec)
+                    with rec.timed():
+                        run_strategy_stage(ctx, strategy, stage, processing_date, scenario)
+                    row = rec.row()
+                    walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
+                    result.rows.append({**base, "strategy": strategy, "stage": stage, **row})
+            every = scenario.maintenance_every_days
+            if every and day % every == every - 1:
+                rec = StageRecorder()
+                with rec.timed():
+                    expired = _maintain(catalog, scenario)
+                result.rows.append({**base, "strategy": "shared", "stage": "maintenance", **rec.row(), "commits": expired})
+            if scenario.check == "daily":
+                verdicts = check(catalog, scenario)
+                result.daily_checks.append(
+                    {"day": day, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}}
+                )
+            if on_day is not None:
+                on_day(day)
+            bar.update(day + 1, "  ".join(f"{s} {w:.2f}s" for s, w in walls.items()))
+        result.verdicts = check(catalog, scenario)
+    finally:
+        engine.close()
+    result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result

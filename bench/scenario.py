@@ -1,0 +1,156 @@
+"""The scenario: one frozen dataclass, named presets, validation of user input."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from datagen.model import EventModel
+
+ENGINES = ("duckdb", "spark")
+STRATEGIES = ("lookback", "ips")
+CHECKS = ("end", "daily")
+
+
+class BadScenario(ValueError):
+    """An option is out of range; the message says which, in one line."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that defines a run; every result file echoes it.
+
+    Attributes:
+        preset: the preset the other fields started from.
+        days: processing days simulated (one arrival batch each).
+        warmup_days: first days run but not counted in totals.
+        events_per_day: original events per arrival batch.
+        late_fraction: share of events arriving one day late or more.
+        lookback_days: the lookback window X.
+        beyond_window_share: share of late events arriving X or more days late.
+        max_lateness_days: the longest lateness generated.
+        duplicate_fraction: re-sent events per batch, as a share of events_per_day.
+        malformed_fraction: share of events with a null title or bad view time.
+        n_accounts: accounts (0: events_per_day / 4).
+        n_titles: titles (Zipf-like popularity).
+        seed: generator seed.
+        start_date: date of processing day 0.
+        engine: duckdb or spark.
+        strategies: which strategies run.
+        check: compare with the oracle at the end or after every day.
+        repeats: whole-run repeats (figures are medians).
+        events_file: a user's events instead of the generator.
+        maintenance_every_days: expire old snapshots this often (0: never).
+    """
+
+    preset: str = "small"
+    days: int = 45
+    warmup_days: int = 14
+    events_per_day: int = 100_000
+    late_fraction: float = 0.03
+    lookback_days: int = 14
+    beyond_window_share: float = 0.05
+    max_lateness_days: int = 60
+    duplicate_fraction: float = 0.005
+    malformed_fraction: float = 0.002
+    n_accounts: int = 0
+    n_titles: int = 5_000
+    seed: int = 42
+    start_date: date = date(2026, 1, 1)
+    engine: str = "duckdb"
+    strategies: tuple[str, ...] = STRATEGIES
+    check: str = "end"
+    repeats: int = 1
+    events_file: str | None = None
+    maintenance_every_days: int = 7
+    spark_master: str = field(default="local[*]")
+
+    @property
+    def accounts(self) -> int:
+        return self.n_accounts or max(100, self.events_per_day // 4)
+
+    @property
+    def measured_days(self) -> int:
+        return max(self.days - self.warmup_days, 0)
+
+    def event_model(self) -> EventModel:
+        return EventModel(
+            seed=self.seed,
+            start_date=self.start_date,
+            events_per_day=self.events_per_day,
+            late_fraction=self.late_fraction,
+            lookback_days=self.lookback_days,
+            beyond_window_share=self.beyond_window_share,
+            max_lateness_days=self.max_lateness_days,
+            duplicate_fraction=self.duplicate_fraction,
+            malformed_fraction=self.malformed_fraction,
+            n_accounts=self.accounts,
+            n_titles=self.n_titles,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["start_date"] = self.start_date.isoformat()
+        d["strategies"] = list(self.strategies)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Scenario:
+        d = dict(d)
+        d["start_date"] = date.fromisoformat(d["start_date"])
+        d["strategies"] = tuple(d["strategies"])
+        return Scenario(**d)
+
+    def validate(self) -> Scenario:
+        """Raise ``BadScenario`` for any out-of-range field; returns self."""
+        for name in ("days", "events_per_day", "lookback_days", "max_lateness_days", "repeats", "n_titles"):
+            if getattr(self, name) < 1:
+                raise BadScenario(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        for name in ("late_fraction", "beyond_window_share", "duplicate_fraction", "malformed_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise BadScenario(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
+        if self.warmup_days < 0 or self.warmup_days >= self.days:
+            raise BadScenario(f"warmup days ({self.warmup_days}) must be fewer than days ({self.days})")
+        if self.n_accounts < 0:
+            raise BadScenario("n-accounts must not be negative")
+        if self.beyond_window_share > 0 and self.max_lateness_days < self.lookback_days:
+            raise BadScenario(
+                f"beyond-window-share > 0 needs max-lateness-days ({self.max_lateness_days}) "
+                f">= lookback-days ({self.lookback_days})"
+            )
+        if self.engine not in ENGINES:
+            raise BadScenario(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if not self.strategies or any(s not in STRATEGIES for s in self.strategies):
+            raise BadScenario(f"strategies must be a comma list of {', '.join(STRATEGIES)}, got {','.join(self.strategies)}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise BadScenario("a strategy is listed twice")
+        if self.check not in CHECKS:
+            raise BadScenario(f"check must be one of {', '.join(CHECKS)}")
+        return self
+
+
+PRESETS: dict[str, Scenario] = {
+    # For tests: seconds. A short window so that late data also falls beyond it.
+    "tiny": Scenario(
+        preset="tiny", days=16, warmup_days=4, events_per_day=2_000, lookback_days=5, late_fraction=0.05,
+        beyond_window_share=0.15, max_lateness_days=15, duplicate_fraction=0.02, malformed_fraction=0.01,
+        n_titles=300,
+    ),
+    "small": Scenario(preset="small", days=45, warmup_days=14, events_per_day=100_000),
+    "medium": Scenario(preset="medium", days=30, warmup_days=14, events_per_day=1_000_000),
+    "large": Scenario(preset="large", days=45, warmup_days=14, events_per_day=3_000_000),
+}
+
+
+def from_preset(name: str, **overrides: Any) -> Scenario:
+    """The preset ``name`` with ``overrides`` (None values ignored), validated."""
+    if name not in PRESETS:
+        raise BadScenario(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    fields = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return dataclasses.replace(PRESETS[name], **fields).validate()
+    except TypeError as e:
+        raise BadScenario(str(e)) from None

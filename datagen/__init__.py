@@ -1,0 +1,1 @@
+"""Deterministic generation and ingest of late-arriving playback events."""

@@ -1,0 +1,1 @@
+"""Catalog, business logic, strategies (lookback, IPS), oracle and engines."""

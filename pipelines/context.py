@@ -1,0 +1,27 @@
+"""What every stage job is given: catalog, engine, recorder and fault hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyiceberg.catalog.sql import SqlCatalog
+
+from pipelines.engine import DuckDBEngine
+from pipelines.recorder import FaultHook, NullRecorder, Recorder, no_fault
+
+
+@dataclass
+class StageContext:
+    """Everything a stage job touches besides its own inputs.
+
+    Attributes:
+        catalog: the warehouse's Iceberg catalog.
+        engine: where the stage SQL runs.
+        recorder: receives phases and read/write figures (the runner's clock).
+        fault: called at each boundary a crash can hit; tests make it raise.
+    """
+
+    catalog: SqlCatalog
+    engine: DuckDBEngine
+    recorder: Recorder = field(default_factory=NullRecorder)
+    fault: FaultHook = no_fault

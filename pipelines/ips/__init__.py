@@ -1,0 +1,1 @@
+"""Incremental Processing Support: IpCapture, ICDC tables, patterns, IpCommit."""

@@ -1,0 +1,192 @@
+"""IpCapture: the data files added since a workflow's watermark, from metadata only.
+
+The walk goes from the input table's current snapshot back along the parent
+chain to the watermark, reading manifest lists and manifests, never a data
+file. The captured files become an ICDC table (an Iceberg table of its own
+whose one snapshot references exactly those files: zero-copy), and their
+column bounds give the change ranges of a field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation, Snapshot
+from pyiceberg.types import DateType, TimestamptzType
+
+ICDC_NAMESPACE = "ips_icdc"
+EPOCH = date(1970, 1, 1)
+
+
+class NonAppendSnapshot(Exception):
+    """The input table changed by something other than an APPEND since the watermark."""
+
+
+class WatermarkLost(Exception):
+    """The watermark snapshot is no longer an ancestor of the table's current snapshot."""
+
+
+@dataclass
+class Capture:
+    """What one IpCapture found.
+
+    Attributes:
+        workflow: the workflow that captured.
+        input_table: the table whose changes were captured.
+        from_snapshot_id: the watermark (exclusive), None for a first run.
+        to_snapshot_id: the input's snapshot captured up to (inclusive).
+        files: the data files added in between.
+        snapshots: the snapshots walked (newest first).
+        icdc_table: the ICDC table's name, once built.
+        change_dates: the event dates the captured files cover.
+    """
+
+    workflow: str
+    input_table: str
+    from_snapshot_id: int | None
+    to_snapshot_id: int | None
+    files: list[DataFile] = field(default_factory=list)
+    snapshots: list[int] = field(default_factory=list)
+    icdc_table: str | None = None
+    change_dates: list[date] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+    @property
+    def rows(self) -> int:
+        return sum(f.record_count for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.file_size_in_bytes for f in self.files)
+
+    def ranges(self) -> list[tuple[date, date]]:
+        """The change dates merged into contiguous ``(first, last)`` ranges."""
+        out: list[tuple[date, date]] = []
+        for d in self.change_dates:
+            if out and d == out[-1][1] + timedelta(days=1):
+                out[-1] = (out[-1][0], d)
+            else:
+                out.append((d, d))
+        return out
+
+
+def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
+    """Data files that ``snapshot`` itself added (its own manifests, ADDED entries)."""
+    io = table.io
+    files = []
+    for manifest in snapshot.manifests(io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+            if entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == snapshot.snapshot_id:
+                files.append(entry.data_file)
+    return files
+
+
+def _live_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
+    io = table.io
+    return [
+        e.data_file
+        for m in snapshot.manifests(io)
+        for e in m.fetch_manifest_entry(io, discard_deleted=True)
+    ]
+
+
+def changed_files(table: Table, from_exclusive: int | None) -> tuple[int | None, list[int], list[DataFile]]:
+    """Walk the parent chain from the current snapshot back to ``from_exclusive``.
+
+    Returns:
+        The current snapshot id, the snapshots walked (newest first) and the
+        data files they added. A first run (no watermark) takes every live
+        file of the current snapshot.
+
+    Raises:
+        NonAppendSnapshot: a snapshot in the range is not an APPEND.
+        WatermarkLost: the watermark is not an ancestor of the current snapshot.
+    """
+    current = table.current_snapshot()
+    name = ".".join(table.name())
+    if current is None or current.snapshot_id == from_exclusive:
+        return (current.snapshot_id if current else None), [], []
+    if from_exclusive is None:
+        return current.snapshot_id, [current.snapshot_id], _live_files(table, current)
+    walked: list[Snapshot] = []
+    snap: Snapshot | None = current
+    while snap is not None and snap.snapshot_id != from_exclusive:
+        walked.append(snap)
+        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    if snap is None:
+        raise WatermarkLost(
+            f"{name}: watermark snapshot {from_exclusive} is not an ancestor of current snapshot "
+            f"{current.snapshot_id} (rolled back or its history expired)"
+        )
+    for s in walked:
+        op = s.summary.operation if s.summary is not None else None
+        if op != Operation.APPEND:
+            raise NonAppendSnapshot(
+                f"{name}: snapshot {s.snapshot_id} is a {op.value if op else 'unknown'} operation, "
+                "not an APPEND; IPS stops rather than skip it"
+            )
+    files = [f for s in reversed(walked) for f in _added_files(table, s)]
+    return current.snapshot_id, [s.snapshot_id for s in walked], files
+
+
+def change_dates(table: Table, files: list[DataFile], field_name: str) -> list[date]:
+    """Dates covered by ``files`` for ``field_name``, from their lower/upper bounds."""
+    f = table.schema().find_field(field_name)
+    dates: set[date] = set()
+    for df in files:
+        lo_b, hi_b = df.lower_bounds.get(f.field_id), df.upper_bounds.get(f.field_id)
+        if lo_b is None or hi_b is None:
+            raise ValueError(f"{df.file_path} carries no bounds for {field_name}; change ranges need column metrics")
+        if isinstance(f.field_type, DateType):
+            lo = EPOCH + timedelta(days=from_bytes(f.field_type, lo_b))
+            hi = EPOCH + timedelta(days=from_bytes(f.field_type, hi_b))
+        elif isinstance(f.field_type, TimestamptzType):
+            lo = datetime.fromtimestamp(from_bytes(f.field_type, lo_b) / 1e6, tz=timezone.utc).date()
+            hi = datetime.fromtimestamp(from_bytes(f.field_type, hi_b) / 1e6, tz=timezone.utc).date()
+        else:
+            raise TypeError(f"change ranges on {field_name} ({f.field_type}) are not supported")
+        dates.update(lo + timedelta(days=i) for i in range((hi - lo).days + 1))
+    return sorted(dates)
+
+
+def build_icdc(catalog: Catalog, input_table: Table, workflow: str, files: list[DataFile]) -> str:
+    """(Re)create the workflow's ICDC table referencing exactly ``files`` (nothing copied).
+
+    The table is dropped without purge and created anew, so its single
+    snapshot holds only this capture. Never purge an ICDC table: its files
+    belong to the input table.
+    """
+    name = f"{ICDC_NAMESPACE}.{workflow}"
+    catalog.create_namespace_if_not_exists(ICDC_NAMESPACE)
+    try:
+        catalog.drop_table(name)
+    except NoSuchTableError:
+        pass
+    icdc = catalog.create_table(name, input_table.schema(), partition_spec=input_table.spec())
+    if files:
+        with icdc.transaction() as tx:
+            with tx.update_snapshot().fast_append() as append:
+                for f in files:
+                    append.append_data_file(f)
+    return name
+
+
+def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
+    """IpCapture: find the changes, build the ICDC table, derive the change ranges."""
+    to_id, walked, files = changed_files(input_table, watermark)
+    cap = Capture(workflow, ".".join(input_table.name()), watermark, to_id, files, walked)
+    if files:
+        cap.change_dates = change_dates(input_table, files, range_field)
+        cap.icdc_table = build_icdc(catalog, input_table, workflow, files)
+    return cap

@@ -1,0 +1,70 @@
+"""The business logic of every stage, written once.
+
+Lookback, IPS and the oracle run exactly these statements; they differ only
+in which rows the input relation holds (``{events}`` for stage 1, ``{daily}``
+for stage 2) and how the output is written. The SQL is plain enough to run on
+DuckDB and Spark SQL alike when the session time zone is UTC.
+"""
+
+from __future__ import annotations
+
+VIEW_SECONDS_CAP = 14_400
+TOP_TITLES = 10
+
+# Stage 1: valid events, one row per event_id (re-sends are identical; keep the
+# earliest arrival), view time capped.
+PLAYBACK_DAILY = f"""
+SELECT event_id, CAST(event_ts AS DATE) AS event_date, event_ts, account_id, title_id,
+       country, device, LEAST(view_seconds, {VIEW_SECONDS_CAP}) AS view_seconds
+FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts) AS arrival_rank
+  FROM {{events}}
+  WHERE title_id IS NOT NULL AND view_seconds > 0
+) AS valid
+WHERE arrival_rank = 1
+"""
+
+# Stage 2a: per account and day.
+PLAYBACK_DAILY_AGG = """
+SELECT event_date, account_id,
+       CAST(SUM(view_seconds) AS BIGINT) AS total_view_seconds,
+       CAST(COUNT(*) AS BIGINT) AS plays,
+       CAST(COUNT(DISTINCT title_id) AS BIGINT) AS distinct_titles
+FROM {daily}
+GROUP BY event_date, account_id
+"""
+
+# Stage 2b: top titles per country and day; the window spans a whole partition.
+TITLE_DAILY_RANK = f"""
+SELECT event_date, country, CAST(title_rank AS INT) AS title_rank, title_id, view_seconds, viewers
+FROM (
+  SELECT *, ROW_NUMBER() OVER (
+           PARTITION BY event_date, country ORDER BY view_seconds DESC, title_id ASC) AS title_rank
+  FROM (
+    SELECT event_date, country, title_id,
+           CAST(SUM(view_seconds) AS BIGINT) AS view_seconds,
+           CAST(COUNT(DISTINCT account_id) AS BIGINT) AS viewers
+    FROM {{daily}}
+    GROUP BY event_date, country, title_id
+  ) AS per_title
+) AS ranked
+WHERE title_rank <= {TOP_TITLES}
+"""
+
+STAGE_SQL = {
+    "playback_daily": PLAYBACK_DAILY,
+    "playback_daily_agg": PLAYBACK_DAILY_AGG,
+    "title_daily_rank": TITLE_DAILY_RANK,
+}
+
+# The relation each stage reads: the source events, or stage 1's output.
+STAGE_INPUT = {
+    "playback_daily": "events",
+    "playback_daily_agg": "daily",
+    "title_daily_rank": "daily",
+}
+
+
+def stage_sql(stage: str, relation: str) -> str:
+    """The statement of ``stage`` reading its input from ``relation``."""
+    return STAGE_SQL[stage].format(**{STAGE_INPUT[stage]: relation})

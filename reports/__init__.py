@@ -1,0 +1,1 @@
+"""Rendering result files into report.md and PNG plots (never re-runs pipelines)."""
