@@ -38,8 +38,11 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--events-per-day", type=int, help="original events per arrival batch")
     g.add_argument("--late-fraction", type=_fraction, help="share of events arriving >= 1 day late, in [0, 1)")
     g.add_argument("--lookback-days", type=int, help="the lookback window X in days (>= 1)")
-    g.add_argument("--beyond-window-share", type=_fraction,
-                   help="share of late events arriving X or more days late (the lookback never sees them)")
+    g.add_argument(
+        "--beyond-window-share",
+        type=_fraction,
+        help="share of late events arriving X or more days late (the lookback never sees them)",
+    )
     g.add_argument("--max-lateness-days", type=int, help="the longest lateness generated, in days")
     g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
     g.add_argument("--malformed-fraction", type=_fraction, help="share of events with null title or bad view time")
@@ -49,8 +52,12 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
     g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")
     g.add_argument("--repeats", type=int, help="whole-run repeats; figures are medians")
-    g.add_argument("--events", dest="events_file", metavar="FILE.parquet",
-                   help="ingest your own events (source columns, UTC timestamps) instead of generating")
+    g.add_argument(
+        "--events",
+        dest="events_file",
+        metavar="FILE.parquet",
+        help="ingest your own events (source columns, UTC timestamps) instead of generating",
+    )
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -58,12 +65,22 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     events_file = str(Path(args.events_file).resolve()) if args.events_file else None
     return from_preset(
         args.preset,
-        days=args.days, warmup_days=args.warmup_days, events_per_day=args.events_per_day,
-        late_fraction=args.late_fraction, lookback_days=args.lookback_days,
-        beyond_window_share=args.beyond_window_share, max_lateness_days=args.max_lateness_days,
-        duplicate_fraction=args.duplicate_fraction, malformed_fraction=args.malformed_fraction,
-        seed=args.seed, engine=args.engine, spark_master=args.spark_master, strategies=strategies,
-        check=args.check, repeats=args.repeats, events_file=events_file,
+        days=args.days,
+        warmup_days=args.warmup_days,
+        events_per_day=args.events_per_day,
+        late_fraction=args.late_fraction,
+        lookback_days=args.lookback_days,
+        beyond_window_share=args.beyond_window_share,
+        max_lateness_days=args.max_lateness_days,
+        duplicate_fraction=args.duplicate_fraction,
+        malformed_fraction=args.malformed_fraction,
+        seed=args.seed,
+        engine=args.engine,
+        spark_master=args.spark_master,
+        strategies=strategies,
+        check=args.check,
+        repeats=args.repeats,
+        events_file=events_file,
     )
 
 
@@ -85,8 +102,8 @@ def _check_new_dir(path: Path, what: str) -> None:
 
 
 def _events_for(scenario: Scenario) -> Any:
-    from datagen.ingest import BadEventsFile
     from bench.runner import load_events
+    from datagen.ingest import BadEventsFile
 
     try:
         events = load_events(scenario)
@@ -96,8 +113,14 @@ def _events_for(scenario: Scenario) -> Any:
         from datagen.ingest import split_by_arrival
 
         start, batches = split_by_arrival(events)
-        scenario = Scenario.from_dict({**scenario.as_dict(), "start_date": start.isoformat(),
-                                        "days": len(batches), "warmup_days": min(scenario.warmup_days, len(batches) - 1)})
+        scenario = Scenario.from_dict(
+            {
+                **scenario.as_dict(),
+                "start_date": start.isoformat(),
+                "days": len(batches),
+                "warmup_days": min(scenario.warmup_days, len(batches) - 1),
+            }
+        )
     return scenario, events
 
 
@@ -140,13 +163,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         import pandas as pd
 
         df = pd.concat(frames, ignore_index=True)
-        summary = results.summarize(df, scenario, verdicts, {
-            "machine": results.machine_info(),
-            "elapsed_s": time.perf_counter() - t0,
-            "peak_rss_bytes": peak,
-            "warehouse": str(warehouse_root.resolve()),
-            "daily_checks": daily,
-        })
+        summary = results.summarize(
+            df,
+            scenario,
+            verdicts,
+            {
+                "machine": results.machine_info(),
+                "elapsed_s": time.perf_counter() - t0,
+                "peak_rss_bytes": peak,
+                "warehouse": str(warehouse_root.resolve()),
+                "daily_checks": daily,
+            },
+        )
         results.write(out, df, summary)
         report = render(out)
     except BaseException:
@@ -161,19 +189,24 @@ def print_summary(summary: dict[str, Any], report: Path) -> None:
     t = summary["totals"]
     print(f"\n{'strategy':<10} {'wall s':>9} {'cpu s':>9} {'rows read':>13} {'MB read':>10} {'MB written':>11}")
     for s, v in t.items():
-        print(f"{s:<10} {v['wall_s']:>9.2f} {v['cpu_s']:>9.2f} {v['rows_read']:>13,} "
-              f"{v['bytes_read'] / 1e6:>10.1f} {v['bytes_written'] / 1e6:>11.1f}")
+        print(
+            f"{s:<10} {v['wall_s']:>9.2f} {v['cpu_s']:>9.2f} {v['rows_read']:>13,} "
+            f"{v['bytes_read'] / 1e6:>10.1f} {v['bytes_written'] / 1e6:>11.1f}"
+        )
     r = summary["ratio_ips_over_lookback"]
     if r:
         print("IPS/lookback: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in r.items() if v is not None))
     for s in summary["stages"]:
-        if "ratio_over_lookback" in s and s["ratio_over_lookback"]["wall_s"] is not None:
-            print(f"  {s['stage']:<20} ({s['pattern']}): IPS/lookback wall {100 * s['ratio_over_lookback']['wall_s']:.1f} %")
+        ratio = s.get("ratio_over_lookback", {}).get("wall_s")
+        if ratio is not None:
+            print(f"  {s['stage']:<20} ({s['pattern']}): IPS/lookback wall {100 * ratio:.1f} %")
     for s, v in summary["correctness"].items():
         extra = ""
         if "unexplained_mismatched_rows" in v:
-            extra = (f", {v['unexplained_mismatched_rows']} unexplained, "
-                     f"{v['late_events_beyond_window']} late events beyond the window")
+            extra = (
+                f", {v['unexplained_mismatched_rows']} unexplained, "
+                f"{v['late_events_beyond_window']} late events beyond the window"
+            )
         print(f"{s}: equal to oracle {v['equal_to_oracle']}, {v['mismatched_rows']} mismatched rows{extra}")
     print(f"report: {report}")
 
@@ -198,7 +231,9 @@ def _open_warehouse(path: str) -> tuple[Any, Scenario]:
     except CatalogMissing as e:
         raise BadInput(str(e)) from None
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadInput(f"{wh / SCENARIO_FILE} is missing or unreadable; create the warehouse with 'ipsbench init'") from None
+        raise BadInput(
+            f"{wh / SCENARIO_FILE} is missing or unreadable; create the warehouse with 'ipsbench init'"
+        ) from None
     return catalog, scenario
 
 
@@ -211,12 +246,16 @@ def cmd_state(args: argparse.Namespace) -> int:
     for wf in WORKFLOWS.values():
         table = catalog.load_table(wf.input_table)
         mark = watermark(table, wf.name)
-        print(f"workflow {wf.name} ({wf.pattern} pattern) on {wf.input_table}: watermark snapshot {mark}, "
-              f"input at {table.metadata.current_snapshot_id}")
+        print(
+            f"workflow {wf.name} ({wf.pattern} pattern) on {wf.input_table}: watermark snapshot {mark}, "
+            f"input at {table.metadata.current_snapshot_id}"
+        )
         for run in log.runs(wf.name, limit=args.limit):
-            print(f"  run {run['run_id']:>4} {run['status']:<9} {run['from_snapshot_id']} -> {run['to_snapshot_id']}: "
-                  f"{run['snapshots']} snapshot(s), {run['files']} file(s), {run['rows_captured']:,} rows, "
-                  f"ranges {run['change_ranges']}, icdc {run['icdc_table']}")
+            print(
+                f"  run {run['run_id']:>4} {run['status']:<9} {run['from_snapshot_id']} -> {run['to_snapshot_id']}: "
+                f"{run['snapshots']} snapshot(s), {run['files']} file(s), {run['rows_captured']:,} rows, "
+                f"ranges {run['change_ranges']}, icdc {run['icdc_table']}"
+            )
     return EXIT_OK
 
 
@@ -286,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ipsbench",
         description="What does a fixed lookback window cost, and what does incremental processing on Iceberg "
-                    "metadata (IPS) save - with results proven equal to a full recompute?",
+        "metadata (IPS) save - with results proven equal to a full recompute?",
     )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate a scenario day by day with both strategies, check, report")

@@ -17,17 +17,35 @@ import pandas as pd
 from bench.equality import Verdict
 from bench.scenario import Scenario
 
-TOTAL_KEYS = ("wall_s", "cpu_s", "rows_read", "bytes_read", "files_read", "rows_written", "bytes_written",
-              "files_written", "commits")
+TOTAL_KEYS = (
+    "wall_s",
+    "cpu_s",
+    "rows_read",
+    "bytes_read",
+    "files_read",
+    "rows_written",
+    "bytes_written",
+    "files_written",
+    "commits",
+)
 RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
 PHASE_KEYS = ("capture_s", "plan_s", "probe_s", "transform_s", "write_s", "commit_s")
-SCENARIO_KEYS = ("preset", "events_per_day", "late_fraction", "lookback_days", "beyond_window_share",
-                 "max_lateness_days", "seed", "engine")
+SCENARIO_KEYS = (
+    "preset",
+    "events_per_day",
+    "late_fraction",
+    "lookback_days",
+    "beyond_window_share",
+    "max_lateness_days",
+    "seed",
+    "engine",
+)
 STRATEGY_STAGES = ("lookback", "ips")
 
 
 def machine_info() -> dict[str, Any]:
     """The machine, library versions and commit a result was measured on."""
+
     def version(pkg: str) -> str | None:
         try:
             return metadata.version(pkg)
@@ -36,7 +54,10 @@ def machine_info() -> dict[str, Any]:
 
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -92,7 +113,9 @@ def _ratio(a: float, b: float) -> float | None:
 def _stages(measured: pd.DataFrame) -> list[dict[str, Any]]:
     stages = []
     keys = list(TOTAL_KEYS) + list(PHASE_KEYS) + ["partitions_written"]
-    for (strategy, stage), part in measured[measured.strategy.isin(STRATEGY_STAGES)].groupby(["strategy", "stage"], sort=False):
+    for (strategy, stage), part in measured[measured.strategy.isin(STRATEGY_STAGES)].groupby(
+        ["strategy", "stage"], sort=False
+    ):
         per_repeat = part.groupby("repeat")[keys].sum()
         entry: dict[str, Any] = {
             "strategy": strategy,

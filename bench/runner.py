@@ -116,7 +116,9 @@ def simulate(
             with rec.timed():
                 batch = batches[day]
                 ingest_batch(catalog, batch)
-            result.rows.append({**base, "strategy": "source", "stage": "ingest", **rec.row(), "rows_written": batch.num_rows})
+            result.rows.append(
+                {**base, "strategy": "source", "stage": "ingest", **rec.row(), "rows_written": batch.num_rows}
+            )
             walls: dict[str, float] = {}
             for strategy in days_order(scenario.strategies, day):
                 for stage in STAGES:
@@ -132,12 +134,12 @@ def simulate(
                 rec = StageRecorder()
                 with rec.timed():
                     expired = _maintain(catalog, scenario)
-                result.rows.append({**base, "strategy": "shared", "stage": "maintenance", **rec.row(), "commits": expired})
+                result.rows.append(
+                    {**base, "strategy": "shared", "stage": "maintenance", **rec.row(), "commits": expired}
+                )
             if scenario.check == "daily":
                 verdicts = check(catalog, scenario)
-                result.daily_checks.append(
-                    {"day": day, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}}
-                )
+                result.daily_checks.append({"day": day, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}})
             if on_day is not None:
                 on_day(day)
             bar.update(day + 1, "  ".join(f"{s} {w:.2f}s" for s, w in walls.items()))

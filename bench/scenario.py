@@ -124,7 +124,9 @@ class Scenario:
         if self.engine not in ENGINES:
             raise BadScenario(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if not self.strategies or any(s not in STRATEGIES for s in self.strategies):
-            raise BadScenario(f"strategies must be a comma list of {', '.join(STRATEGIES)}, got {','.join(self.strategies)}")
+            raise BadScenario(
+                f"strategies must be a comma list of {', '.join(STRATEGIES)}, got {','.join(self.strategies)}"
+            )
         if len(set(self.strategies)) != len(self.strategies):
             raise BadScenario("a strategy is listed twice")
         if self.check not in CHECKS:
@@ -135,8 +137,16 @@ class Scenario:
 PRESETS: dict[str, Scenario] = {
     # For tests: seconds. A short window so that late data also falls beyond it.
     "tiny": Scenario(
-        preset="tiny", days=16, warmup_days=4, events_per_day=2_000, lookback_days=5, late_fraction=0.05,
-        beyond_window_share=0.15, max_lateness_days=15, duplicate_fraction=0.02, malformed_fraction=0.01,
+        preset="tiny",
+        days=16,
+        warmup_days=4,
+        events_per_day=2_000,
+        lookback_days=5,
+        late_fraction=0.05,
+        beyond_window_share=0.15,
+        max_lateness_days=15,
+        duplicate_fraction=0.02,
+        malformed_fraction=0.01,
         n_titles=300,
     ),
     "small": Scenario(preset="small", days=45, warmup_days=14, events_per_day=100_000),

@@ -35,7 +35,11 @@ def _check_type(name: str, actual: pa.DataType, expected: pa.DataType) -> None:
     ok = (
         (pa.types.is_string(expected) and (pa.types.is_string(actual) or pa.types.is_large_string(actual)))
         or (pa.types.is_integer(expected) and pa.types.is_integer(actual))
-        or (pa.types.is_timestamp(expected) and pa.types.is_timestamp(actual) and actual.tz in (None, "UTC", "+00:00", "Etc/UTC"))
+        or (
+            pa.types.is_timestamp(expected)
+            and pa.types.is_timestamp(actual)
+            and actual.tz in (None, "UTC", "+00:00", "Etc/UTC")
+        )
     )
     if not ok:
         raise BadEventsFile(f"column {name!r} has type {actual}, expected {expected}")

@@ -25,12 +25,30 @@ US_PER_DAY = 86_400_000_000
 VIEW_SECONDS_CAP = 14_400
 
 COUNTRIES = pa.array(
-    ["US", "BR", "GB", "DE", "FR", "MX", "CA", "IN", "JP", "KR",
-     "ES", "IT", "AU", "NL", "PL", "AR", "CO", "SE", "TR", "ZA"]
+    [
+        "US",
+        "BR",
+        "GB",
+        "DE",
+        "FR",
+        "MX",
+        "CA",
+        "IN",
+        "JP",
+        "KR",
+        "ES",
+        "IT",
+        "AU",
+        "NL",
+        "PL",
+        "AR",
+        "CO",
+        "SE",
+        "TR",
+        "ZA",
+    ]
 )
-COUNTRY_WEIGHTS = np.array(
-    [30, 10, 7, 6, 6, 5, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 2, 1, 1], dtype=np.float64
-)
+COUNTRY_WEIGHTS = np.array([30, 10, 7, 6, 6, 5, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 2, 1, 1], dtype=np.float64)
 DEVICES = pa.array(["tv", "mobile", "web", "tablet", "console"])
 DEVICE_WEIGHTS = np.array([45, 30, 12, 8, 5], dtype=np.float64)
 
@@ -38,9 +56,26 @@ DEVICE_WEIGHTS = np.array([45, 30, 12, 8, 5], dtype=np.float64)
 _STREAMS = {
     name: i + 1
     for i, name in enumerate(
-        ["late", "lateness", "beyond", "tod", "delay", "account", "title", "country",
-         "device", "view", "binge", "malformed", "malformed_kind", "event_id",
-         "dup_lag", "dup_pick", "dup_time", "late_time"]
+        [
+            "late",
+            "lateness",
+            "beyond",
+            "tod",
+            "delay",
+            "account",
+            "title",
+            "country",
+            "device",
+            "view",
+            "binge",
+            "malformed",
+            "malformed_kind",
+            "event_id",
+            "dup_lag",
+            "dup_pick",
+            "dup_time",
+            "late_time",
+        ]
     )
 }
 
@@ -205,12 +240,14 @@ def _to_arrow(p: dict[str, np.ndarray], ingest_us: np.ndarray) -> pa.Table:
 
 def _duplicate_numbers(model: EventModel, h: _Hasher, day: int) -> np.ndarray:
     """Event numbers re-sent in batch ``day``: mostly the next day, some much later."""
-    count = int(round(model.events_per_day * model.duplicate_fraction))
+    count = round(model.events_per_day * model.duplicate_fraction)
     if day == 0 or count == 0:
         return np.empty(0, dtype=np.uint64)
     j = np.arange(count, dtype=np.uint64) + np.uint64(day) * np.uint64(1 << 32)
     u = h.uniform(j, "dup_lag")
-    lag = np.where(u < 0.7, 1, np.where(u < 0.9, 2 + (u * 1000).astype(np.int64) % 6, 8 + (u * 1e6).astype(np.int64) % 33))
+    lag = np.where(
+        u < 0.7, 1, np.where(u < 0.9, 2 + (u * 1000).astype(np.int64) % 6, 8 + (u * 1e6).astype(np.int64) % 33)
+    )
     lag = np.minimum(lag, day)
     origin = day - lag
     pick = (h.bits(j, "dup_pick") % np.uint64(model.events_per_day)).astype(np.int64)

@@ -44,9 +44,7 @@ SOURCE_SCHEMA = Schema(
     NestedField(7, "view_seconds", IntegerType(), required=False),
     NestedField(8, "ingest_ts", TimestamptzType(), required=True),
 )
-SOURCE_SPEC = PartitionSpec(
-    PartitionField(source_id=6, field_id=1000, transform=DayTransform(), name="event_ts_day")
-)
+SOURCE_SPEC = PartitionSpec(PartitionField(source_id=6, field_id=1000, transform=DayTransform(), name="event_ts_day"))
 
 PLAYBACK_DAILY_SCHEMA = Schema(
     NestedField(1, "event_id", StringType(), required=True),
@@ -89,18 +87,14 @@ class TableDef:
     def spec(self) -> PartitionSpec:
         field = self.schema.find_field("event_date")
         return PartitionSpec(
-            PartitionField(
-                source_id=field.field_id, field_id=1000, transform=IdentityTransform(), name="event_date"
-            )
+            PartitionField(source_id=field.field_id, field_id=1000, transform=IdentityTransform(), name="event_date")
         )
 
 
 TARGETS: dict[str, TableDef] = {
     "playback_daily": TableDef("playback_daily", PLAYBACK_DAILY_SCHEMA, ("event_id",)),
     "playback_daily_agg": TableDef("playback_daily_agg", AGG_SCHEMA, ("event_date", "account_id")),
-    "title_daily_rank": TableDef(
-        "title_daily_rank", RANK_SCHEMA, ("event_date", "country", "title_rank")
-    ),
+    "title_daily_rank": TableDef("title_daily_rank", RANK_SCHEMA, ("event_date", "country", "title_rank")),
 }
 
 

@@ -14,7 +14,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
-from pipelines.iceberg_io import event_date_in, event_ts_between, overwrite_partitions, plan
+from pipelines.iceberg_io import overwrite_partitions, plan_dates
 
 STRATEGY = "lookback"
 
@@ -37,17 +37,16 @@ def run_stage(ctx: StageContext, stage: str, processing_date: date, lookback_day
     dates = window_dates(processing_date, lookback_days)
     if stage == "playback_daily":
         source = ctx.catalog.load_table(SOURCE_TABLE)
-        row_filter = event_ts_between(first, last)
-        where = f"event_ts >= TIMESTAMPTZ '{first} 00:00:00+00' AND event_ts < TIMESTAMPTZ '{last + timedelta(days=1)} 00:00:00+00'"
+        end = last + timedelta(days=1)
+        where = f"event_ts >= TIMESTAMPTZ '{first} 00:00:00+00' AND event_ts < TIMESTAMPTZ '{end} 00:00:00+00'"
     else:
         source = ctx.catalog.load_table(f"{STRATEGY}.playback_daily")
-        row_filter = event_date_in(dates)
         where = f"event_date BETWEEN DATE '{first}' AND DATE '{last}'"
     target = ctx.catalog.load_table(f"{STRATEGY}.{stage}")
     relation = logic.STAGE_INPUT[stage]
 
     with ctx.recorder.phase("plan"):
-        files = plan(source, row_filter)
+        files = plan_dates(source, dates)
     ctx.recorder.read(files.rows, files.bytes, files.files)
     ctx.recorder.note(pattern="lookback", partitions=len(dates))
     with ctx.recorder.phase("transform"):

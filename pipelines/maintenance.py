@@ -8,7 +8,7 @@ back to their watermark. Metadata only: no data file is deleted.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
@@ -32,7 +32,5 @@ def expire_history(table: Table) -> int:
     ]
     if not doomed:
         return 0
-    table.maintenance.expire_snapshots().older_than(
-        datetime.fromtimestamp(horizon_ms / 1000, tz=timezone.utc)
-    ).commit()
+    table.maintenance.expire_snapshots().older_than(datetime.fromtimestamp(horizon_ms / 1000, tz=UTC)).commit()
     return len(doomed)

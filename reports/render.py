@@ -8,10 +8,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from bench import results  # noqa: E402
+from bench import results
 
 STAGE_ORDER = ("playback_daily", "playback_daily_agg", "title_daily_rank")
 # Netflix's published figures (tech blog; QCon SF 2024 talk) for the two-stage
@@ -99,25 +99,40 @@ def render(out: Path) -> Path:
     ]
     m = summary.get("machine", {})
     if m:
-        lines += [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, "
-                  f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB; commit `{(m.get('git_commit') or '?')[:10]}`.", ""]
+        lines += [
+            f"Machine: {m.get('cpu')}, {m.get('cores')} cores, "
+            f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB; commit `{(m.get('git_commit') or '?')[:10]}`.",
+            "",
+        ]
     totals = summary["totals"]
     if totals:
-        lines += ["## Totals over measured days", "",
-                  "| strategy | wall s | cpu s | rows read | bytes read | rows written | bytes written | files written |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## Totals over measured days",
+            "",
+            "| strategy | wall s | cpu s | rows read | bytes read | rows written | bytes written | files written |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for s, t in totals.items():
-            lines.append(f"| {s} | {_fmt(t['wall_s'], 2)} | {_fmt(t['cpu_s'], 2)} | {_fmt(t['rows_read'])} | "
-                         f"{_fmt(t['bytes_read'])} | {_fmt(t['rows_written'])} | {_fmt(t['bytes_written'])} | "
-                         f"{_fmt(t['files_written'])} |")
+            lines.append(
+                f"| {s} | {_fmt(t['wall_s'], 2)} | {_fmt(t['cpu_s'], 2)} | {_fmt(t['rows_read'])} | "
+                f"{_fmt(t['bytes_read'])} | {_fmt(t['rows_written'])} | {_fmt(t['bytes_written'])} | "
+                f"{_fmt(t['files_written'])} |"
+            )
         r = summary["ratio_ips_over_lookback"]
         if r:
-            lines += ["", f"**IPS / lookback**: wall {_pct(r['wall_s'])}, CPU {_pct(r['cpu_s'])}, "
-                          f"bytes read {_pct(r['bytes_read'])}, rows read {_pct(r['rows_read'])}.", ""]
-    lines += ["## Per stage", "",
-              "| strategy | stage | pattern | wall s (min–max over repeats) | rows read | partitions written | "
-              "capture s | plan s | probe s | transform s | write s | commit s | IPS/lookback wall |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "",
+                f"**IPS / lookback**: wall {_pct(r['wall_s'])}, CPU {_pct(r['cpu_s'])}, "
+                f"bytes read {_pct(r['bytes_read'])}, rows read {_pct(r['rows_read'])}.",
+                "",
+            ]
+    lines += [
+        "## Per stage",
+        "",
+        "| strategy | stage | pattern | wall s (min–max over repeats) | rows read | partitions written | "
+        "capture s | plan s | probe s | transform s | write s | commit s | IPS/lookback wall |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in summary["stages"]:
         ratio = s.get("ratio_over_lookback", {}).get("wall_s")
         lines.append(
@@ -127,36 +142,55 @@ def render(out: Path) -> Path:
             + " | ".join(_fmt(s[k], 2) for k in results.PHASE_KEYS)
             + f" | {_pct(ratio)} |"
         )
-    lines += ["", "## Correctness (compared with the oracle, row by row)", "",
-              "| strategy | equal to oracle | mismatched rows | unexplained | late events beyond window |",
-              "|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Correctness (compared with the oracle, row by row)",
+        "",
+        "| strategy | equal to oracle | mismatched rows | unexplained | late events beyond window |",
+        "|---|---|---:|---:|---:|",
+    ]
     for s, v in summary["correctness"].items():
-        lines.append(f"| {s} | {v['equal_to_oracle']} | {_fmt(v['mismatched_rows'])} | "
-                     f"{_fmt(v.get('unexplained_mismatched_rows', v['mismatched_rows']))} | "
-                     f"{_fmt(v.get('late_events_beyond_window'))} |")
-    lines += ["", "Lookback mismatches are rows whose keys hold events that arrived after their date had left "
-                  "the window: its known inaccuracy, measured. Unexplained mismatches would be a bug.", ""]
+        lines.append(
+            f"| {s} | {v['equal_to_oracle']} | {_fmt(v['mismatched_rows'])} | "
+            f"{_fmt(v.get('unexplained_mismatched_rows', v['mismatched_rows']))} | "
+            f"{_fmt(v.get('late_events_beyond_window'))} |"
+        )
+    lines += [
+        "",
+        "Lookback mismatches are rows whose keys hold events that arrived after their date had left "
+        "the window: its known inaccuracy, measured. Unexplained mismatches would be a bug.",
+        "",
+    ]
     by = {(s["strategy"], s["stage"]): s for s in summary["stages"]}
     if ("ips", "playback_daily") in by and ("lookback", "playback_daily") in by:
+
         def ratio(stages: tuple[str, ...]) -> float | None:
             ips = sum(by[("ips", st)]["wall_s"] for st in stages if ("ips", st) in by)
             lb = sum(by[("lookback", st)]["wall_s"] for st in stages if ("lookback", st) in by)
             return ips / lb if lb else None
+
         ours = {
             "stage 1 (MERGE)": ratio(("playback_daily",)),
             "stage 2 (filter)": ratio(("playback_daily_agg",)),
             "total": ratio(("playback_daily", "playback_daily_agg")),
         }
-        lines += ["## Beside Netflix's published figures", "",
-                  "| | Netflix | Netflix ratio | this run (IPS/lookback wall) |", "|---|---|---:|---:|"]
+        lines += [
+            "## Beside Netflix's published figures",
+            "",
+            "| | Netflix | Netflix ratio | this run (IPS/lookback wall) |",
+            "|---|---|---:|---:|",
+        ]
         for k, (text, nratio) in NETFLIX.items():
             lines.append(f"| {k} | {text} | {_pct(nratio)} | {_pct(ours[k])} |")
         rng = ratio(("title_daily_rank",))
-        lines += ["", f"Range pattern (stage 2b, `title_daily_rank`): {_pct(rng)} of the lookback's wall time "
-                      "(QCon: the MERGE and filter patterns save more than the range pattern).",
-                  "Netflix's stages ran for hours on Spark over production data; here each day is seconds on "
-                  "one machine, so fixed per-commit and per-query overheads weigh more and absolute scale differs.",
-                  ""]
+        lines += [
+            "",
+            f"Range pattern (stage 2b, `title_daily_rank`): {_pct(rng)} of the lookback's wall time "
+            "(QCon: the MERGE and filter patterns save more than the range pattern).",
+            "Netflix's stages ran for hours on Spark over production data; here each day is seconds on "
+            "one machine, so fixed per-commit and per-query overheads weigh more and absolute scale differs.",
+            "",
+        ]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -9,8 +9,9 @@ column bounds give the change ranges of a field.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import from_bytes
@@ -94,11 +95,7 @@ def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
 
 def _live_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
     io = table.io
-    return [
-        e.data_file
-        for m in snapshot.manifests(io)
-        for e in m.fetch_manifest_entry(io, discard_deleted=True)
-    ]
+    return [e.data_file for m in snapshot.manifests(io) for e in m.fetch_manifest_entry(io, discard_deleted=True)]
 
 
 def changed_files(table: Table, from_exclusive: int | None) -> tuple[int | None, list[int], list[DataFile]]:
@@ -148,14 +145,14 @@ def change_dates(table: Table, files: list[DataFile], field_name: str) -> list[d
         lo_b, hi_b = df.lower_bounds.get(f.field_id), df.upper_bounds.get(f.field_id)
         if lo_b is None or hi_b is None:
             raise ValueError(f"{df.file_path} carries no bounds for {field_name}; change ranges need column metrics")
-        if isinstance(f.field_type, DateType):
-            lo = EPOCH + timedelta(days=from_bytes(f.field_type, lo_b))
-            hi = EPOCH + timedelta(days=from_bytes(f.field_type, hi_b))
-        elif isinstance(f.field_type, TimestamptzType):
-            lo = datetime.fromtimestamp(from_bytes(f.field_type, lo_b) / 1e6, tz=timezone.utc).date()
-            hi = datetime.fromtimestamp(from_bytes(f.field_type, hi_b) / 1e6, tz=timezone.utc).date()
-        else:
+        if not isinstance(f.field_type, (DateType, TimestamptzType)):
             raise TypeError(f"change ranges on {field_name} ({f.field_type}) are not supported")
+        lo_v, hi_v = int(from_bytes(f.field_type, lo_b)), int(from_bytes(f.field_type, hi_b))
+        if isinstance(f.field_type, DateType):
+            lo, hi = EPOCH + timedelta(days=lo_v), EPOCH + timedelta(days=hi_v)
+        else:
+            lo = datetime.fromtimestamp(lo_v / 1e6, tz=UTC).date()
+            hi = datetime.fromtimestamp(hi_v / 1e6, tz=UTC).date()
         dates.update(lo + timedelta(days=i) for i in range((hi - lo).days + 1))
     return sorted(dates)
 
@@ -169,16 +166,13 @@ def build_icdc(catalog: Catalog, input_table: Table, workflow: str, files: list[
     """
     name = f"{ICDC_NAMESPACE}.{workflow}"
     catalog.create_namespace_if_not_exists(ICDC_NAMESPACE)
-    try:
+    with contextlib.suppress(NoSuchTableError):
         catalog.drop_table(name)
-    except NoSuchTableError:
-        pass
     icdc = catalog.create_table(name, input_table.schema(), partition_spec=input_table.spec())
     if files:
-        with icdc.transaction() as tx:
-            with tx.update_snapshot().fast_append() as append:
-                for f in files:
-                    append.append_data_file(f)
+        with icdc.transaction() as tx, tx.update_snapshot().fast_append() as append:
+            for f in files:
+                append.append_data_file(f)
     return name
 
 

@@ -22,7 +22,7 @@ from pyiceberg.table import Table
 
 from pipelines import logic
 from pipelines.context import StageContext
-from pipelines.iceberg_io import FileSet, append, event_date_in, overwrite_partitions, plan
+from pipelines.iceberg_io import FileSet, append, overwrite_partitions, plan, plan_dates
 from pipelines.ips.capture import Capture
 
 NAMESPACE = "ips"
@@ -53,12 +53,11 @@ def merge(ctx: StageContext, cap: Capture) -> None:
         ctx.engine.materialize("changed_rows", logic.stage_sql("playback_daily", "events"))
     with ctx.recorder.phase("probe"):
         # An event_id lives only in its own event_date partition: probe just those.
-        existing = plan(target, event_date_in(cap.change_dates))
+        existing = plan_dates(target, cap.change_dates)
         _read(ctx, existing)
         ctx.engine.bind_files("existing", existing, _arrow_schema(target), f"event_date IN ({_dates_sql(cap)})")
         new_rows = ctx.engine.query(
-            "SELECT c.* FROM changed_rows c "
-            "WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.event_id = c.event_id)"
+            "SELECT c.* FROM changed_rows c WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.event_id = c.event_id)"
         )
     ctx.fault("before_write")
     with ctx.recorder.phase("write"):
@@ -71,12 +70,11 @@ def filter_keys(ctx: StageContext, cap: Capture) -> None:
     icdc = ctx.catalog.load_table(cap.icdc_table)
     daily = ctx.catalog.load_table(f"{NAMESPACE}.playback_daily")
     target = ctx.catalog.load_table(f"{NAMESPACE}.playback_daily_agg")
-    dates_filter = event_date_in(cap.change_dates)
     in_dates = f"event_date IN ({_dates_sql(cap)})"
     with ctx.recorder.phase("plan"):
         changes = plan(icdc, AlwaysTrue())
-        daily_files = plan(daily, dates_filter)
-        old_files = plan(target, dates_filter)
+        daily_files = plan_dates(daily, cap.change_dates)
+        old_files = plan_dates(target, cap.change_dates)
     for files in (changes, daily_files, old_files):
         _read(ctx, files)
     with ctx.recorder.phase("probe"):
@@ -107,7 +105,7 @@ def range_partitions(ctx: StageContext, cap: Capture) -> None:
     daily = ctx.catalog.load_table(f"{NAMESPACE}.playback_daily")
     target = ctx.catalog.load_table(f"{NAMESPACE}.title_daily_rank")
     with ctx.recorder.phase("plan"):
-        daily_files = plan(daily, event_date_in(cap.change_dates))
+        daily_files = plan_dates(daily, cap.change_dates)
     _read(ctx, daily_files)
     with ctx.recorder.phase("transform"):
         ctx.engine.bind_files("daily", daily_files, _arrow_schema(daily), f"event_date IN ({_dates_sql(cap)})")

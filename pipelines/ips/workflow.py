@@ -50,7 +50,9 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
         cap = ip_capture(ctx.catalog, wf.name, source, mark, wf.range_field)
         run_id = log.record_capture(cap) if cap.to_snapshot_id != mark else None
     ctx.recorder.note(
-        captured_files=len(cap.files), captured_rows=cap.rows, captured_snapshots=len(cap.snapshots),
+        captured_files=len(cap.files),
+        captured_rows=cap.rows,
+        captured_snapshots=len(cap.snapshots),
         partitions=len(cap.change_dates),
     )
     if run_id is None or cap.to_snapshot_id is None:
