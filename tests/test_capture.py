@@ -1,0 +1,122 @@
+"""IpCapture reads metadata only; its ICDC table references exactly the added files."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from datagen.ingest import ingest_batch
+from pipelines.catalog import SOURCE_TABLE
+from pipelines.ips.capture import NonAppendSnapshot, WatermarkLost, changed_files, ip_capture
+from pipelines.ips.state import ip_commit, watermark
+from pipelines.maintenance import expire_history
+from tests.events import Event, at, batch
+
+
+def ev(i: int, event_day: int, arrival_day: int, account: int = 1) -> Event:
+    return Event(f"ev-{i}", account, 7, "US", "tv", at(event_day, 12), 600, at(arrival_day, 20))
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path any pyiceberg FileIO opens for reading."""
+    paths: list[str] = []
+    original = PyArrowFileIO.new_input
+
+    def recording(self: PyArrowFileIO, location: str):
+        paths.append(location)
+        return original(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "new_input", recording)
+    return paths
+
+
+def test_capture_opens_no_data_file_and_copies_none(catalog, opened) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0), ev(2, 0, 0)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    first = source.metadata.current_snapshot_id
+    ip_commit(catalog, SOURCE_TABLE, "wf", first)
+    ingest_batch(catalog, batch([ev(3, 1, 1), ev(4, -3, 1), ev(5, -1, 1)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    added = {
+        e.data_file.file_path
+        for m in source.current_snapshot().manifests(source.io)
+        for e in m.fetch_manifest_entry(source.io)
+        if e.snapshot_id == source.metadata.current_snapshot_id
+    }
+    opened.clear()
+    cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    assert opened, "the walk must read manifests"
+    assert not [p for p in opened if p.endswith(".parquet")], opened
+    assert {f.file_path for f in cap.files} == added
+    assert cap.change_dates == [date(2026, 2, 26), date(2026, 2, 28), date(2026, 3, 2)]
+    assert cap.ranges() == [
+        (date(2026, 2, 26), date(2026, 2, 26)),
+        (date(2026, 2, 28), date(2026, 2, 28)),
+        (date(2026, 3, 2), date(2026, 3, 2)),
+    ]
+    icdc = catalog.load_table(cap.icdc_table)
+    icdc_files = {t.file.file_path for t in icdc.scan().plan_files()}
+    assert icdc_files == added  # the source's own files: nothing copied
+    assert sorted(icdc.scan().to_arrow().column("event_id").to_pylist()) == ["ev-3", "ev-4", "ev-5"]
+
+
+def test_nothing_new_is_a_no_op(catalog) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    ip_commit(catalog, SOURCE_TABLE, "wf", source.metadata.current_snapshot_id)
+    source = catalog.load_table(SOURCE_TABLE)
+    cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    assert cap.empty and cap.icdc_table is None and cap.to_snapshot_id == watermark(source, "wf")
+
+
+def test_capture_spans_several_snapshots(catalog) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    mark = source.metadata.current_snapshot_id
+    for d in (1, 2, 3):
+        ingest_batch(catalog, batch([ev(10 + d, d, d)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    _, walked, files = changed_files(source, mark)
+    assert len(walked) == 3 and len(files) == 3
+
+
+def test_non_append_snapshot_stops_with_its_id_and_operation(catalog) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0), ev(2, 0, 0, account=2)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    ip_commit(catalog, SOURCE_TABLE, "wf", source.metadata.current_snapshot_id)
+    source = catalog.load_table(SOURCE_TABLE)
+    source.delete("account_id = 2")
+    source = catalog.load_table(SOURCE_TABLE)
+    with pytest.raises(
+        NonAppendSnapshot, match=rf"snapshot {source.metadata.current_snapshot_id} is a (delete|overwrite)"
+    ):
+        ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+
+
+def test_expiry_keeps_the_watermark_and_capture_working(catalog) -> None:
+    for d in range(4):
+        ingest_batch(catalog, batch([ev(d, d, d)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    snaps = [s.snapshot_id for s in source.metadata.snapshots]
+    ip_commit(catalog, SOURCE_TABLE, "wf", snaps[2])
+    ingest_batch(catalog, batch([ev(9, 4, 4)]))
+    removed = expire_history(catalog.load_table(SOURCE_TABLE))
+    source = catalog.load_table(SOURCE_TABLE)
+    assert removed == 2
+    assert {s.snapshot_id for s in source.metadata.snapshots} >= {snaps[2], snaps[3]}
+    cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    assert sorted(r for r in catalog.load_table(cap.icdc_table).scan().to_arrow().column("event_id").to_pylist()) == [
+        "ev-3",
+        "ev-9",
+    ]
+
+
+def test_lost_watermark_is_reported(catalog) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0)]))
+    ingest_batch(catalog, batch([ev(2, 1, 1)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    with pytest.raises(WatermarkLost, match="not an ancestor"):
+        changed_files(source, 12345)

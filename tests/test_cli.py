@@ -1,0 +1,180 @@
+"""The CLI end to end on the tiny preset, the result contract, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.cli import main
+from bench.validate import validate
+from tests.events import Event, at, batch
+
+TINY = ["--preset", "tiny", "--days", "10", "--warmup-days", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--out", str(out), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return out, proc.returncode, proc.stdout + proc.stderr
+
+
+def test_tiny_run_follows_the_contract(tiny_run: tuple[Path, int, str]) -> None:
+    out, code, output = tiny_run
+    assert code == 0, output
+    assert validate(out) == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["measured_days"] == 7
+    assert summary["scenario"]["days"] == 10 and summary["scenario"]["lookback_days"] == 5
+    ips, lookback = summary["correctness"]["ips"], summary["correctness"]["lookback"]
+    assert ips["equal_to_oracle"] and ips["mismatched_rows"] == 0
+    # Beyond-window late events exist in tiny, so the lookback is wrong, but explainably so.
+    assert lookback["late_events_beyond_window"] > 0
+    assert lookback["mismatched_rows"] > 0
+    assert lookback["unexplained_mismatched_rows"] == 0
+    assert {s["pattern"] for s in summary["stages"] if s["strategy"] == "ips"} == {"merge", "filter", "range"}
+    assert (out / "warehouse" / "catalog.db").is_file()
+    assert "report:" in output and (out / "cost_per_day.png").is_file()
+
+
+def test_results_rows_carry_measured_figures(tiny_run: tuple[Path, int, str]) -> None:
+    import pandas as pd
+
+    df = pd.read_parquet(tiny_run[0] / "results.parquet")
+    stages = df[df.strategy.isin(["lookback", "ips"])]
+    assert len(stages) == 10 * 2 * 3
+    lookback = stages[stages.strategy == "lookback"]
+    assert (lookback.bytes_read > 0).all() and (lookback.files_written > 0).all()
+    assert (lookback.commits == 1).all()
+    ips_merge = stages[(stages.strategy == "ips") & (stages.stage == "playback_daily")]
+    # MERGE appends exactly the new valid events: never more rows than it captured.
+    assert (ips_merge.rows_written <= ips_merge.captured_rows).all()
+    assert ips_merge.rows_written.sum() > 0
+
+
+def test_report_rerenders_from_result_files(tiny_run: tuple[Path, int, str]) -> None:
+    out = tiny_run[0]
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "Beside Netflix" in (out / "report.md").read_text()
+
+
+def test_state_lists_watermarks_and_captures(
+    tiny_run: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["state", "--warehouse", str(tiny_run[0] / "warehouse")]) == 0
+    text = capsys.readouterr().out
+    assert "workflow playback_daily (merge pattern)" in text and "committed" in text
+
+
+def bad(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ipsbench: error:") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "huge"], "unknown preset"),
+        (["--engine", "oracle"], "unknown engine"),
+        (["--lookback-days", "0"], "lookback-days"),
+        (["--late-fraction", "1.0"], "late-fraction"),
+        (["--late-fraction", "-0.1"], "late-fraction"),
+        (["--beyond-window-share", "1.5"], "beyond-window-share"),
+        (["--events-per-day", "0"], "events-per-day"),
+        (["--days", "-3"], "days"),
+        (["--strategies", "lookback,magic"], "strategies"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    assert message in bad(["run", "--out", str(out), "--preset", "tiny", *extra], capsys)
+    assert not out.exists()
+
+
+def test_out_that_cannot_be_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "cannot be created" in bad(["run", "--out", str(blocker / "out"), "--preset", "tiny"], capsys)
+    assert blocker.read_text() == "x"
+
+
+def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "not a directory" in bad(["run", "--out", str(f), "--preset", "tiny"], capsys)
+    assert f.read_text() == "x"
+
+
+def test_out_that_holds_a_run(tiny_run: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(p.name for p in tiny_run[0].iterdir())
+    assert "not empty" in bad(["run", "--out", str(tiny_run[0]), "--preset", "tiny"], capsys)
+    assert sorted(p.name for p in tiny_run[0].iterdir()) == before
+
+
+def write_events(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def sample_events() -> pa.Table:
+    return batch(
+        [
+            Event("u1", 1, 5, "US", "tv", at(0, 10), 300, at(0, 12)),
+            Event("u2", 2, 6, "BR", "web", at(-1, 10), 200, at(2, 12)),
+            Event("u3", 1, 5, "US", "tv", at(2, 10), 100, at(2, 13)),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: t.drop_columns(["ingest_ts"]), "lacks column"),
+        (lambda t: t.set_column(1, "account_id", pa.array(["a", "b", "c"])), "account_id"),
+        (lambda t: t.set_column(0, "event_id", pa.array(["x", None, "z"])), "null"),
+        (lambda t: t.set_column(5, "event_ts", pa.array([None, None, None], pa.timestamp("us", tz="UTC"))), "null"),
+        (lambda t: t.set_column(5, "event_ts", pa.array(["2026", "2026", "2026"])), "event_ts"),
+    ],
+)
+def test_bad_events_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate, message: str) -> None:
+    path = write_events(tmp_path / "events.parquet", mutate(sample_events()))
+    out = tmp_path / "out"
+    assert message in bad(["run", "--out", str(out), "--events", str(path)], capsys)
+    assert not out.exists()
+
+
+def test_truncated_events_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_events(tmp_path / "events.parquet", sample_events())
+    path.write_bytes(path.read_bytes()[:40])
+    assert "not readable Parquet" in bad(["run", "--out", str(tmp_path / "out"), "--events", str(path)], capsys)
+
+
+def test_users_events_file_runs_one_day_per_ingest_date(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "events.parquet", sample_events())
+    out = tmp_path / "out"
+    assert (
+        main(["run", "--out", str(out), "--events", str(path), "--lookback-days", "2", "--warmup-days", "0", "--quiet"])
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["measured_days"] == 3  # ingest dates 0..2, the empty day 1 included
+    assert summary["correctness"]["ips"]["equal_to_oracle"]
+    # u2 arrived 3 days late with a 2-day window: the lookback misses it, explained.
+    assert summary["correctness"]["lookback"]["late_events_beyond_window"] == 1
+    assert summary["correctness"]["lookback"]["unexplained_mismatched_rows"] == 0
