@@ -33,7 +33,7 @@ unit: $(STAMP)
 
 ## pytest-benchmark suite (not part of `make test`).
 benchmark: $(STAMP)
-	$(BIN)/pytest -q tests/benchmarks --benchmark-only --benchmark-autosave
+	$(BIN)/pytest -q -o addopts="" -p no:cacheprovider tests/benchmarks --benchmark-enable --benchmark-autosave
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis

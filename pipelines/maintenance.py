@@ -19,16 +19,15 @@ def expire_history(table: Table) -> int:
     current = table.current_snapshot()
     if current is None:
         return 0
-    tagged = [
-        table.snapshot_by_id(ref.snapshot_id)
-        for ref in table.metadata.refs.values()
-        if ref.snapshot_ref_type == SnapshotRefType.TAG
-    ]
-    horizon_ms = min([s.timestamp_ms for s in tagged if s is not None] + [current.timestamp_ms])
+    tagged_ids = {
+        ref.snapshot_id for ref in table.metadata.refs.values() if ref.snapshot_ref_type == SnapshotRefType.TAG
+    }
+    tagged = [s for s in (table.snapshot_by_id(i) for i in tagged_ids) if s is not None]
+    horizon_ms = min([s.timestamp_ms for s in tagged] + [current.timestamp_ms])
     doomed = [
         s.snapshot_id
         for s in table.metadata.snapshots
-        if s.timestamp_ms < horizon_ms and s.snapshot_id != current.snapshot_id
+        if s.timestamp_ms < horizon_ms and s.snapshot_id != current.snapshot_id and s.snapshot_id not in tagged_ids
     ]
     if not doomed:
         return 0
