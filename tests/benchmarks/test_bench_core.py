@@ -29,7 +29,9 @@ def test_capture_after_long_history(benchmark: Any, tmp_path: Path) -> None:
     model = from_preset("tiny", days=45, warmup_days=1).event_model()
     for day in range(40):
         ingest_batch(catalog, arrival_batch(model, day))
-    ip_commit(catalog, SOURCE_TABLE, "bench", catalog.load_table(SOURCE_TABLE).metadata.current_snapshot_id)
+    committed = catalog.load_table(SOURCE_TABLE).metadata.current_snapshot_id
+    assert committed is not None
+    ip_commit(catalog, SOURCE_TABLE, "bench", committed)
     ingest_batch(catalog, arrival_batch(model, 40))
     source = catalog.load_table(SOURCE_TABLE)
     mark = watermark(source, "bench")
