@@ -7,16 +7,14 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.scenario import PRESETS, BadScenario, Scenario, from_preset
+from bench.scenario import PRESETS, SCENARIO_FILE, BadScenario, Scenario, from_preset
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
-SCENARIO_FILE = "scenario.json"
 
 
 class BadInput(Exception):
@@ -135,54 +133,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BadInput(f"engine {scenario.engine!r} is not available in this build; use --engine duckdb")
     scenario, events = _events_for(scenario)
 
-    from bench import results
-    from bench.runner import simulate
-    from reports.render import render
+    from bench.execute import run_scenario
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        frames = []
-        verdicts: dict[str, Any] = {}
-        daily: list[dict[str, Any]] = []
-        peak = 0
-        t0 = time.perf_counter()
-        for r in range(scenario.repeats):
-            wh = warehouse_root if scenario.repeats == 1 else warehouse_root / f"repeat-{r}"
-            (Path(wh) / SCENARIO_FILE).parent.mkdir(parents=True, exist_ok=True)
-            (Path(wh) / SCENARIO_FILE).write_text(json.dumps(scenario.as_dict(), indent=2))
-            run = simulate(scenario, wh, events, progress=not args.quiet)
-            frame = results.results_frame(run.rows, scenario)
-            frame["repeat"] = r
-            frames.append(frame)
-            # A run passes only if every repeat does: keep the worst verdicts.
-            if not verdicts or not results.passed(run.verdicts):
-                verdicts = run.verdicts
-            daily = daily or run.daily_checks
-            peak = max(peak, run.peak_rss_bytes)
-        import pandas as pd
-
-        df = pd.concat(frames, ignore_index=True)
-        summary = results.summarize(
-            df,
-            scenario,
-            verdicts,
-            {
-                "machine": results.machine_info(),
-                "elapsed_s": time.perf_counter() - t0,
-                "peak_rss_bytes": peak,
-                "warehouse": str(warehouse_root.resolve()),
-                "daily_checks": daily,
-            },
-        )
-        results.write(out, df, summary)
-        report = render(out)
+        summary, report, ok = run_scenario(scenario, events, out, warehouse_root, progress=not args.quiet)
     except BaseException:
-        if created and not any((out / n).exists() for n in ("summary.json",)):
+        if created and not (out / "summary.json").exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
     print_summary(summary, report)
-    return EXIT_OK if results.passed(verdicts) else EXIT_MISMATCH
+    return EXIT_OK if ok else EXIT_MISMATCH
 
 
 def print_summary(summary: dict[str, Any], report: Path) -> None:

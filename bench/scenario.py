@@ -12,6 +12,8 @@ from datagen.model import EventModel
 ENGINES = ("duckdb", "spark")
 STRATEGIES = ("lookback", "ips")
 CHECKS = ("end", "daily")
+# Every warehouse records the scenario that filled it.
+SCENARIO_FILE = "scenario.json"
 
 
 class BadScenario(ValueError):
