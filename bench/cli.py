@@ -217,6 +217,7 @@ def cmd_state(args: argparse.Namespace) -> int:
                 f"  run {run['run_id']:>4} {run['status']:<9} {run['from_snapshot_id']} -> {run['to_snapshot_id']}: "
                 f"{run['snapshots']} snapshot(s), {run['files']} file(s), {run['rows_captured']:,} rows, "
                 f"ranges {run['change_ranges']}, icdc {run['icdc_table']}"
+                + (f", non-append {run['non_append']}" if run.get("non_append", "[]") != "[]" else "")
             )
     return EXIT_OK
 

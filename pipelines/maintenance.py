@@ -1,17 +1,32 @@
-"""Snapshot expiry that keeps every IPS watermark and the chain above it.
+"""Table maintenance: snapshot expiry and compaction, both safe for IPS.
 
 Commit cost grows with retained snapshots; expiring old ones restores it.
 Snapshots older than the oldest tagged watermark are removed (tags protect
 their own snapshots), so captures can always walk from the current snapshot
 back to their watermark. Metadata only: no data file is deleted.
+
+Incremental MERGEs append one small file per changed partition each run, so
+partitions fragment and every later scan pays for it; compaction rewrites them
+into one file per partition, a snapshot IpCapture knows changes no row.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.update.snapshot import _OverwriteFiles
+
+from pipelines.ips.capture import COMPACTION_PROPERTY
 
 
 def expire_history(table: Table) -> int:
@@ -33,3 +48,46 @@ def expire_history(table: Table) -> int:
         return 0
     table.maintenance.expire_snapshots().older_than(datetime.fromtimestamp(horizon_ms / 1000, tz=UTC)).commit()
     return len(doomed)
+
+
+def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
+    """Rewrite each partition holding ``min_files`` or more data files into one file.
+
+    pyiceberg 0.12 cannot write Iceberg's REPLACE operation, so this commits an
+    OVERWRITE marked with the summary property ``COMPACTION_PROPERTY``;
+    IpCapture passes over such a snapshot (as over a REPLACE) when it also
+    added exactly as many records as it deleted. Row-level delete files are not
+    expected (copy-on-write tables).
+
+    Returns:
+        Files removed and files written.
+    """
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return 0, 0
+    by_partition: dict[Any, list[DataFile]] = defaultdict(list)
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            by_partition[entry.data_file.partition].append(entry.data_file)
+    groups = [files for files in by_partition.values() if len(files) >= min_files]
+    if not groups:
+        return 0, 0
+    old = [f for files in groups for f in files]
+    schema = schema_to_pyarrow(table.schema(), include_field_ids=False)
+    rows = pa.concat_tables([pq.read_table(f.file_path.removeprefix("file://"), schema=schema) for f in old])
+    commit_uuid = uuid.uuid4()
+    new = list(_dataframe_to_data_files(table.metadata, rows, table.io, write_uuid=commit_uuid))
+    with table.transaction() as tx:
+        replace = _OverwriteFiles(
+            operation=Operation.OVERWRITE,
+            transaction=tx,
+            io=table.io,
+            commit_uuid=commit_uuid,
+            snapshot_properties={COMPACTION_PROPERTY: "rows-preserved"},
+        )
+        with replace:
+            for f in old:
+                replace.delete_data_file(f)
+            for f in new:
+                replace.append_data_file(f)
+    return len(old), len(new)

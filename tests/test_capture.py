@@ -9,9 +9,9 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from datagen.ingest import ingest_batch
 from pipelines.catalog import SOURCE_TABLE
-from pipelines.ips.capture import NonAppendSnapshot, WatermarkLost, changed_files, ip_capture
+from pipelines.ips.capture import WatermarkLost, changed_files, ip_capture
 from pipelines.ips.state import ip_commit, watermark
-from pipelines.maintenance import expire_history
+from pipelines.maintenance import compact, expire_history
 from tests.events import Event, at, batch
 
 
@@ -79,21 +79,37 @@ def test_capture_spans_several_snapshots(catalog) -> None:
     for d in (1, 2, 3):
         ingest_batch(catalog, batch([ev(10 + d, d, d)]))
     source = catalog.load_table(SOURCE_TABLE)
-    _, walked, files = changed_files(source, mark)
-    assert len(walked) == 3 and len(files) == 3
+    walk = changed_files(source, mark)
+    assert len(walk.snapshots) == 3 and len(walk.appended) == 3 and not walk.non_append
 
 
-def test_non_append_snapshot_stops_with_its_id_and_operation(catalog) -> None:
-    ingest_batch(catalog, batch([ev(1, 0, 0), ev(2, 0, 0, account=2)]))
+def test_delete_snapshot_marks_its_partitions_rewritten(catalog) -> None:
+    ingest_batch(catalog, batch([ev(1, 0, 0), ev(2, 0, 0, account=2), ev(3, 1, 1)]))
     source = catalog.load_table(SOURCE_TABLE)
     ip_commit(catalog, SOURCE_TABLE, "wf", source.metadata.current_snapshot_id)
     source = catalog.load_table(SOURCE_TABLE)
     source.delete("account_id = 2")
     source = catalog.load_table(SOURCE_TABLE)
-    with pytest.raises(
-        NonAppendSnapshot, match=rf"snapshot {source.metadata.current_snapshot_id} is a (delete|overwrite)"
-    ):
-        ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    op = source.current_snapshot().summary.operation.value
+    assert op in ("delete", "overwrite")
+    assert cap.non_append == [(source.metadata.current_snapshot_id, op)]
+    assert cap.rewritten_dates == [date(2026, 3, 1)] and cap.files == []
+
+
+def test_compaction_is_a_replace_that_capture_passes_over(catalog) -> None:
+    for d in range(3):
+        ingest_batch(catalog, batch([ev(10 + d, 0, d), ev(20 + d, d, d)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    ip_commit(catalog, SOURCE_TABLE, "wf", source.metadata.current_snapshot_id)
+    before = sorted(catalog.load_table(SOURCE_TABLE).scan().to_arrow().column("event_id").to_pylist())
+    removed, written = compact(catalog.load_table(SOURCE_TABLE), min_files=3)
+    source = catalog.load_table(SOURCE_TABLE)
+    assert (removed, written) == (3, 1)
+    assert source.current_snapshot().summary["ipsbench.compaction"] == "rows-preserved"
+    assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
+    cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
+    assert cap.empty and cap.non_append == [(source.metadata.current_snapshot_id, "replace")]
 
 
 def test_expiry_keeps_the_watermark_and_capture_working(catalog) -> None:

@@ -5,6 +5,15 @@ chain to the watermark, reading manifest lists and manifests, never a data
 file. The captured files become an ICDC table (an Iceberg table of its own
 whose one snapshot references exactly those files: zero-copy), and their
 column bounds give the change ranges of a field.
+
+Snapshots that are not APPENDs are never skipped silently:
+
+- REPLACE (compaction: files rewritten, table data unchanged) carries no
+  change; it is counted and passed over, as is an OVERWRITE written by our
+  compactor (pyiceberg cannot write REPLACE) that kept every record.
+- OVERWRITE and DELETE (rows rewritten or removed, e.g. a privacy delete)
+  make the partitions they touched *rewritten*: the patterns recompute those
+  whole partitions from the input instead of processing their ICDC rows.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DateType, TimestamptzType
 
 ICDC_NAMESPACE = "ips_icdc"
+# Set by maintenance.compact on the snapshots it writes.
+COMPACTION_PROPERTY = "ipsbench.compaction"
 EPOCH = date(1970, 1, 1)
 
 
@@ -46,6 +57,8 @@ class Capture:
         snapshots: the snapshots walked (newest first).
         icdc_table: the ICDC table's name, once built.
         change_dates: the event dates the captured files cover.
+        rewritten_dates: partitions touched by OVERWRITE/DELETE snapshots: recomputed whole.
+        non_append: ``(snapshot_id, operation)`` of every non-APPEND snapshot walked.
     """
 
     workflow: str
@@ -56,10 +69,23 @@ class Capture:
     snapshots: list[int] = field(default_factory=list)
     icdc_table: str | None = None
     change_dates: list[date] = field(default_factory=list)
+    rewritten_dates: list[date] = field(default_factory=list)
+    non_append: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.files
+        return not self.files and not self.rewritten_dates
+
+    @property
+    def all_dates(self) -> list[date]:
+        """Every partition this capture makes stale: changed or rewritten."""
+        return sorted(set(self.change_dates) | set(self.rewritten_dates))
+
+    @property
+    def appended_only_dates(self) -> list[date]:
+        """Changed partitions that no rewrite touched: processed from ICDC rows."""
+        rewritten = set(self.rewritten_dates)
+        return [d for d in self.change_dates if d not in rewritten]
 
     @property
     def rows(self) -> int:
@@ -70,9 +96,9 @@ class Capture:
         return sum(f.file_size_in_bytes for f in self.files)
 
     def ranges(self) -> list[tuple[date, date]]:
-        """The change dates merged into contiguous ``(first, last)`` ranges."""
+        """The stale dates merged into contiguous ``(first, last)`` ranges."""
         out: list[tuple[date, date]] = []
-        for d in self.change_dates:
+        for d in self.all_dates:
             if out and d == out[-1][1] + timedelta(days=1):
                 out[-1] = (out[-1][0], d)
             else:
@@ -98,24 +124,53 @@ def _live_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
     return [e.data_file for m in snapshot.manifests(io) for e in m.fetch_manifest_entry(io, discard_deleted=True)]
 
 
-def changed_files(table: Table, from_exclusive: int | None) -> tuple[int | None, list[int], list[DataFile]]:
+@dataclass
+class Walk:
+    """What the snapshot walk found between the watermark and the current snapshot."""
+
+    to_snapshot_id: int | None
+    snapshots: list[int] = field(default_factory=list)
+    appended: list[DataFile] = field(default_factory=list)
+    rewritten_days: set[int] = field(default_factory=set)
+    non_append: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntryStatus, DataFile]]:
+    """Entries ``snapshot`` itself added or deleted, data and delete files alike."""
+    io = table.io
+    out: list[tuple[ManifestEntryStatus, DataFile]] = []
+    for manifest in snapshot.manifests(io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+            if entry.snapshot_id == snapshot.snapshot_id and entry.status != ManifestEntryStatus.EXISTING:
+                out.append((entry.status, entry.data_file))
+    return out
+
+
+def _is_compaction(snapshot: Snapshot) -> bool:
+    """An OVERWRITE our compactor marked, that kept every record (see maintenance.compact)."""
+    summary = snapshot.summary
+    if summary is None or summary.get(COMPACTION_PROPERTY) != "rows-preserved":
+        return False
+    return summary.get("added-records") == summary.get("deleted-records")
+
+
+def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     """Walk the parent chain from the current snapshot back to ``from_exclusive``.
 
-    Returns:
-        The current snapshot id, the snapshots walked (newest first) and the
-        data files they added. A first run (no watermark) takes every live
-        file of the current snapshot.
+    A first run (no watermark) takes every live file of the current snapshot.
 
     Raises:
-        NonAppendSnapshot: a snapshot in the range is not an APPEND.
+        NonAppendSnapshot: a snapshot's operation is not one IPS knows how to handle.
         WatermarkLost: the watermark is not an ancestor of the current snapshot.
     """
     current = table.current_snapshot()
     name = ".".join(table.name())
     if current is None or current.snapshot_id == from_exclusive:
-        return (current.snapshot_id if current else None), [], []
+        return Walk(current.snapshot_id if current else None)
     if from_exclusive is None:
-        return current.snapshot_id, [current.snapshot_id], _live_files(table, current)
+        return Walk(current.snapshot_id, [current.snapshot_id], _live_files(table, current))
     walked: list[Snapshot] = []
     snap: Snapshot | None = current
     while snap is not None and snap.snapshot_id != from_exclusive:
@@ -126,15 +181,28 @@ def changed_files(table: Table, from_exclusive: int | None) -> tuple[int | None,
             f"{name}: watermark snapshot {from_exclusive} is not an ancestor of current snapshot "
             f"{current.snapshot_id} (rolled back or its history expired)"
         )
-    for s in walked:
+    walk = Walk(current.snapshot_id, [s.snapshot_id for s in walked])
+    removed: set[str] = set()
+    for s in reversed(walked):
         op = s.summary.operation if s.summary is not None else None
-        if op != Operation.APPEND:
+        if op == Operation.APPEND:
+            walk.appended.extend(_added_files(table, s))
+        elif op == Operation.REPLACE or _is_compaction(s):
+            walk.non_append.append((s.snapshot_id, "replace"))
+        elif op in (Operation.OVERWRITE, Operation.DELETE):
+            walk.non_append.append((s.snapshot_id, op.value))
+            for status, f in _own_entries(table, s):
+                walk.rewritten_days.add(int(f.partition[0]))
+                if status == ManifestEntryStatus.DELETED:
+                    removed.add(f.file_path)
+        else:
             raise NonAppendSnapshot(
-                f"{name}: snapshot {s.snapshot_id} is a {op.value if op else 'unknown'} operation, "
-                "not an APPEND; IPS stops rather than skip it"
+                f"{name}: snapshot {s.snapshot_id} has operation {op.value if op else 'unknown'}, "
+                "which IPS cannot interpret; it stops rather than skip it"
             )
-    files = [f for s in reversed(walked) for f in _added_files(table, s)]
-    return current.snapshot_id, [s.snapshot_id for s in walked], files
+    # A file appended and later rewritten within the range is covered by the rewrite.
+    walk.appended = [f for f in walk.appended if f.file_path not in removed]
+    return walk
 
 
 def change_dates(table: Table, files: list[DataFile], field_name: str) -> list[date]:
@@ -178,9 +246,19 @@ def build_icdc(catalog: Catalog, input_table: Table, workflow: str, files: list[
 
 def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
     """IpCapture: find the changes, build the ICDC table, derive the change ranges."""
-    to_id, walked, files = changed_files(input_table, watermark)
-    cap = Capture(workflow, ".".join(input_table.name()), watermark, to_id, files, walked)
-    if files:
-        cap.change_dates = change_dates(input_table, files, range_field)
-        cap.icdc_table = build_icdc(catalog, input_table, workflow, files)
+    walk = changed_files(input_table, watermark)
+    cap = Capture(
+        workflow,
+        ".".join(input_table.name()),
+        watermark,
+        walk.to_snapshot_id,
+        walk.appended,
+        walk.snapshots,
+        rewritten_dates=sorted(EPOCH + timedelta(days=d) for d in walk.rewritten_days),
+        non_append=walk.non_append,
+    )
+    if cap.files:
+        cap.change_dates = change_dates(input_table, cap.files, range_field)
+    if not cap.empty:
+        cap.icdc_table = build_icdc(catalog, input_table, workflow, cap.files)
     return cap

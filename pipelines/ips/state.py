@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS ips_capture_log (
   rows_captured INTEGER NOT NULL,
   bytes_captured INTEGER NOT NULL,
   change_ranges TEXT NOT NULL,
+  rewritten_dates INTEGER NOT NULL DEFAULT 0,
+  non_append TEXT NOT NULL DEFAULT '[]',
   icdc_table TEXT,
   status TEXT NOT NULL,
   captured_at TEXT NOT NULL,
@@ -81,8 +83,9 @@ class StateLog:
             result = conn.execute(
                 text(
                     "INSERT INTO ips_capture_log (workflow, input_table, from_snapshot_id, to_snapshot_id, "
-                    "snapshots, files, rows_captured, bytes_captured, change_ranges, icdc_table, status, captured_at) "
-                    "VALUES (:w, :t, :f, :to, :s, :n, :r, :b, :cr, :icdc, 'captured', :at)"
+                    "snapshots, files, rows_captured, bytes_captured, change_ranges, rewritten_dates, non_append, "
+                    "icdc_table, status, captured_at) "
+                    "VALUES (:w, :t, :f, :to, :s, :n, :r, :b, :cr, :rw, :na, :icdc, 'captured', :at)"
                 ),
                 {
                     "w": cap.workflow,
@@ -94,6 +97,8 @@ class StateLog:
                     "r": cap.rows,
                     "b": cap.bytes,
                     "cr": json.dumps(ranges),
+                    "rw": len(cap.rewritten_dates),
+                    "na": json.dumps([[sid, op] for sid, op in cap.non_append]),
                     "icdc": cap.icdc_table,
                     "at": _now(),
                 },

@@ -53,7 +53,9 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
         captured_files=len(cap.files),
         captured_rows=cap.rows,
         captured_snapshots=len(cap.snapshots),
-        partitions=len(cap.change_dates),
+        partitions=len(cap.all_dates),
+        rewritten_partitions=len(cap.rewritten_dates),
+        non_append_snapshots=len(cap.non_append),
     )
     if run_id is None or cap.to_snapshot_id is None:
         return cap  # nothing new: a no-op
