@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
+
 PHASES = ("capture", "plan", "probe", "transform", "write", "commit")
 COUNTERS = ("rows_read", "bytes_read", "files_read", "rows_written", "bytes_written", "files_written", "commits")
+
+
+class PeakRss:
+    """Samples this process's resident memory in a background thread; keeps the peak."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 class StageRecorder:
@@ -21,6 +52,7 @@ class StageRecorder:
         self.info: dict[str, Any] = {}
         self.wall_s = 0.0
         self.cpu_s = 0.0
+        self.peak_rss_bytes = 0
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -47,17 +79,20 @@ class StageRecorder:
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """The whole stage: wall clock and CPU of this process (DuckDB threads included)."""
-        w0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.wall_s += time.perf_counter() - w0
-            self.cpu_s += time.process_time() - c0
+        """The whole stage: wall clock, CPU of this process (DuckDB threads included), peak RSS."""
+        with PeakRss() as rss:
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                self.wall_s += time.perf_counter() - w0
+                self.cpu_s += time.process_time() - c0
+        self.peak_rss_bytes = max(self.peak_rss_bytes, rss.peak_bytes)
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {"wall_s": self.wall_s, "cpu_s": self.cpu_s, **self.counters}
         out["partitions_written"] = self.partitions_written
+        out["peak_rss_bytes"] = self.peak_rss_bytes
         out.update({f"{p}_s": v for p, v in self.phases.items()})
         out["pattern"] = self.info.get("pattern", "")
         out["partitions"] = int(self.info.get("partitions", 0))

@@ -89,6 +89,11 @@ def results_frame(rows: list[dict[str, Any]], scenario: Scenario) -> pd.DataFram
     return df
 
 
+def warm(df: pd.DataFrame) -> pd.DataFrame:
+    """With repeats, the first (cold: fresh caches, first imports) is kept apart from the warm ones."""
+    return df[df.repeat > 0] if df.repeat.nunique() > 1 else df
+
+
 def _totals(measured: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per strategy: the median over repeats of each repeat's sum over measured days."""
     out = {}
@@ -98,6 +103,9 @@ def _totals(measured: pd.DataFrame) -> dict[str, dict[str, float]]:
             continue
         per_repeat = part.groupby("repeat")[list(TOTAL_KEYS)].sum()
         out[strategy] = {k: _num(statistics.median(per_repeat[k])) for k in TOTAL_KEYS}
+        out[strategy]["wall_s_min"] = float(per_repeat["wall_s"].min())
+        out[strategy]["wall_s_max"] = float(per_repeat["wall_s"].max())
+        out[strategy]["peak_rss_bytes"] = int(part.peak_rss_bytes.max())
     return out
 
 
@@ -125,6 +133,7 @@ def _stages(measured: pd.DataFrame) -> list[dict[str, Any]]:
         entry.update({k: _num(statistics.median(per_repeat[k])) for k in keys})
         entry["wall_s_min"] = float(per_repeat["wall_s"].min())
         entry["wall_s_max"] = float(per_repeat["wall_s"].max())
+        entry["peak_rss_bytes"] = int(part.peak_rss_bytes.max())
         stages.append(entry)
     by = {(s["strategy"], s["stage"]): s for s in stages}
     for s in stages:
@@ -137,7 +146,7 @@ def _stages(measured: pd.DataFrame) -> list[dict[str, Any]]:
 def summarize(
     df: pd.DataFrame, scenario: Scenario, verdicts: dict[str, Verdict], extra: dict[str, Any]
 ) -> dict[str, Any]:
-    measured = df[~df.warmup]
+    measured = warm(df[~df.warmup])
     totals = _totals(measured)
     ratios = (
         {k: _ratio(totals["ips"][k], totals["lookback"][k]) for k in RATIO_KEYS}
@@ -152,6 +161,11 @@ def summarize(
         "ratio_ips_over_lookback": ratios,
         "stages": _stages(measured),
         "correctness": {s: v.as_dict(s == "lookback") for s, v in verdicts.items()},
+        "repeats": {
+            "count": int(df.repeat.nunique()),
+            "warm_repeats_in_totals": int(measured.repeat.nunique()),
+            "cold": _totals(df[~df.warmup & (df.repeat == 0)]) if df.repeat.nunique() > 1 else None,
+        },
         **extra,
     }
 
