@@ -45,6 +45,15 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
     g.add_argument("--malformed-fraction", type=_fraction, help="share of events with null title or bad view time")
     g.add_argument("--seed", type=int, help="generator seed (same seed, same batches)")
+    g.add_argument(
+        "--maintenance-every-days", type=int, help="compact small files and expire snapshots every N days (0: never)"
+    )
+    g.add_argument(
+        "--privacy-delete-every-days",
+        type=int,
+        help="every N days delete all events of some accounts from the source, a non-append change (0: never)",
+    )
+    g.add_argument("--privacy-delete-accounts", type=int, help="accounts removed by each privacy delete (default 1)")
     g.add_argument("--engine", help="duckdb (embedded default) or spark")
     g.add_argument("--spark-master", help="Spark master URL (default local[*])")
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
@@ -73,6 +82,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         duplicate_fraction=args.duplicate_fraction,
         malformed_fraction=args.malformed_fraction,
         seed=args.seed,
+        maintenance_every_days=args.maintenance_every_days,
+        privacy_delete_every_days=args.privacy_delete_every_days,
+        privacy_delete_accounts=args.privacy_delete_accounts,
         engine=args.engine,
         spark_master=args.spark_master,
         strategies=strategies,

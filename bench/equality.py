@@ -1,9 +1,15 @@
 """Row-by-row comparison of a strategy's tables with the oracle.
 
 Mismatches are counted per key. For the lookback, a mismatch is *explained*
-when its key holds an event whose first arrival came ``lookback_days`` or more
-days after its event date: the window had already moved past that date, so
-the lookback never saw the event. Anything else is unexplained: a bug.
+when its key holds an event the window could not account for:
+
+- a late event whose first arrival came ``lookback_days`` or more days after
+  its event date: the window had already moved past that date, so the
+  lookback never saw it;
+- an event the lookback still holds but the source no longer does (deleted
+  upstream, e.g. a privacy request) after its date had left the window.
+
+Anything else is unexplained: a bug.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Verdict:
     mismatched_rows: int
     unexplained_mismatched_rows: int
     late_events_beyond_window: int | None = None
+    deleted_events_beyond_window: int | None = None
     per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self, explained: bool) -> dict[str, Any]:
@@ -43,6 +50,7 @@ class Verdict:
         if not explained:
             d.pop("unexplained_mismatched_rows")
             d.pop("late_events_beyond_window")
+            d.pop("deleted_events_beyond_window")
         return d
 
 
@@ -61,19 +69,42 @@ def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
     )
 
 
+def bind_deleted_upstream(engine: DuckDBEngine, relation: str) -> int:
+    """Events ``relation`` (a strategy's playback_daily) holds that the source no longer has."""
+    return engine.materialize(
+        "deleted_upstream_events",
+        f"SELECT event_id, event_date, account_id, country FROM {relation} d "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {PREFIX}events e WHERE e.event_id = d.event_id)",
+    )
+
+
+def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: str) -> str:
+    table = catalog.load_table(f"{strategy}.{stage}")
+    rel = f"{strategy}_{stage}"
+    engine.bind_files(rel, plan(table, AlwaysTrue()), schema_to_pyarrow(table.schema(), include_field_ids=False))
+    return rel
+
+
 def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days: int | None = None) -> Verdict:
     """Compare ``strategy``'s three tables with the oracle relations already computed.
 
     Args:
         lookback_days: for the lookback, the window that explains mismatches.
     """
-    beyond = bind_beyond_window(engine, lookback_days) if lookback_days is not None else None
+    rels = {stage: _bind(engine, catalog, strategy, stage) for stage in STAGES}
+    beyond = deleted = None
+    if lookback_days is not None:
+        beyond = bind_beyond_window(engine, lookback_days)
+        deleted = bind_deleted_upstream(engine, rels["playback_daily"])
+        engine.materialize(
+            "unseen_events",
+            "SELECT event_id, event_date, account_id, country FROM beyond_window_events "
+            "UNION ALL SELECT event_id, event_date, account_id, country FROM deleted_upstream_events",
+        )
     total = unexplained = 0
     per_stage = {}
     for stage in STAGES:
-        table = catalog.load_table(f"{strategy}.{stage}")
-        rel = f"{strategy}_{stage}"
-        engine.bind_files(rel, plan(table, AlwaysTrue()), schema_to_pyarrow(table.schema(), include_field_ids=False))
+        rel = rels[stage]
         cols = ", ".join(f.name for f in TARGETS[stage].schema.fields)
         key = ", ".join(TARGETS[stage].key)
         oracle = f"{PREFIX}{stage}"
@@ -89,10 +120,9 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
             by = AFFECTED_BY[stage]
             cond = " AND ".join(f"m.{c} = b.{c}" for c in by)
             stage_unexplained = engine.scalar(
-                f"SELECT COUNT(*) FROM mismatched_keys m WHERE NOT EXISTS "
-                f"(SELECT 1 FROM beyond_window_events b WHERE {cond})"
+                f"SELECT COUNT(*) FROM mismatched_keys m WHERE NOT EXISTS (SELECT 1 FROM unseen_events b WHERE {cond})"
             )
         per_stage[stage] = {"mismatched_rows": mismatched, "unexplained_mismatched_rows": stage_unexplained}
         total += mismatched
         unexplained += stage_unexplained
-    return Verdict(total == 0, total, unexplained, beyond, per_stage)
+    return Verdict(total == 0, total, unexplained, beyond, deleted, per_stage)

@@ -98,4 +98,6 @@ class StageRecorder:
         out["partitions"] = int(self.info.get("partitions", 0))
         out["captured_files"] = int(self.info.get("captured_files", 0))
         out["captured_rows"] = int(self.info.get("captured_rows", 0))
+        out["rewritten_partitions"] = int(self.info.get("rewritten_partitions", 0))
+        out["non_append_snapshots"] = int(self.info.get("non_append_snapshots", 0))
         return out

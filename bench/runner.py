@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -110,6 +111,14 @@ def _maintain(catalog: SqlCatalog, scenario: Scenario, base: dict[str, Any]) -> 
     return rows
 
 
+def privacy_delete(catalog: SqlCatalog, scenario: Scenario, day: int) -> list[int]:
+    """Remove every event of a few accounts (chosen from the seed and the day) from the source."""
+    rng = np.random.default_rng([scenario.seed, day])
+    accounts = sorted({int(a) for a in rng.integers(1, scenario.accounts + 1, scenario.privacy_delete_accounts)})
+    catalog.load_table(SOURCE_TABLE).delete(f"account_id IN ({', '.join(map(str, accounts))})")
+    return accounts
+
+
 def days_order(strategies: tuple[str, ...], day: int) -> Iterator[str]:
     return iter(strategies if day % 2 == 0 else tuple(reversed(strategies)))
 
@@ -139,6 +148,21 @@ def simulate(
             result.rows.append(
                 {**base, "strategy": "source", "stage": "ingest", **rec.row(), "rows_written": batch.num_rows}
             )
+            every_delete = scenario.privacy_delete_every_days
+            if every_delete and day % every_delete == every_delete - 1:
+                rec = StageRecorder()
+                with rec.timed():
+                    accounts = privacy_delete(catalog, scenario, day)
+                result.rows.append(
+                    {
+                        **base,
+                        "strategy": "source",
+                        "stage": "privacy_delete",
+                        **rec.row(),
+                        "pattern": "delete",
+                        "partitions": len(accounts),
+                    }
+                )
             walls: dict[str, float] = {}
             for strategy in days_order(scenario.strategies, day):
                 for stage in STAGES:

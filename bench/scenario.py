@@ -44,7 +44,10 @@ class Scenario:
         check: compare with the oracle at the end or after every day.
         repeats: whole-run repeats (figures are medians).
         events_file: a user's events instead of the generator.
-        maintenance_every_days: expire old snapshots this often (0: never).
+        maintenance_every_days: compact small files and expire old snapshots this often (0: never).
+        privacy_delete_every_days: delete every event of some accounts from the source this often
+            (0: never), as a privacy request would: a non-append upstream change.
+        privacy_delete_accounts: accounts removed by each privacy delete.
     """
 
     preset: str = "small"
@@ -67,6 +70,8 @@ class Scenario:
     repeats: int = 1
     events_file: str | None = None
     maintenance_every_days: int = 7
+    privacy_delete_every_days: int = 0
+    privacy_delete_accounts: int = 1
     spark_master: str = field(default="local[*]")
 
     @property
@@ -116,6 +121,10 @@ class Scenario:
                 raise BadScenario(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
         if self.warmup_days < 0 or self.warmup_days >= self.days:
             raise BadScenario(f"warmup days ({self.warmup_days}) must be fewer than days ({self.days})")
+        if self.privacy_delete_every_days < 0 or self.privacy_delete_accounts < 1:
+            raise BadScenario("privacy-delete-every-days must be >= 0 and privacy-delete-accounts >= 1")
+        if self.maintenance_every_days < 0:
+            raise BadScenario("maintenance-every-days must not be negative")
         if self.n_accounts < 0:
             raise BadScenario("n-accounts must not be negative")
         if self.beyond_window_share > 0 and self.max_lateness_days < self.lookback_days:

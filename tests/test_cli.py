@@ -187,3 +187,19 @@ def test_users_events_file_runs_one_day_per_ingest_date(tmp_path: Path) -> None:
     # u2 arrived 3 days late with a 2-day window: the lookback misses it, explained.
     assert summary["correctness"]["lookback"]["late_events_beyond_window"] == 1
     assert summary["correctness"]["lookback"]["unexplained_mismatched_rows"] == 0
+
+
+def test_privacy_deletes_upstream(tmp_path: Path) -> None:
+    """A non-append upstream change: IPS recomputes what it touched; the lookback's misses are explained."""
+    out = tmp_path / "out"
+    code = main(["run", "--out", str(out), *TINY, "--privacy-delete-every-days", "3", "--privacy-delete-accounts", "2"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["correctness"]["ips"]["equal_to_oracle"]
+    assert summary["correctness"]["lookback"]["deleted_events_beyond_window"] > 0
+    assert summary["correctness"]["lookback"]["unexplained_mismatched_rows"] == 0
+    import pandas as pd
+
+    df = pd.read_parquet(out / "results.parquet")
+    assert (df.stage == "privacy_delete").sum() == 3
+    assert df[(df.strategy == "ips") & (df.stage == "playback_daily")].rewritten_partitions.sum() > 0
