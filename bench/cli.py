@@ -195,20 +195,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_warehouse(path: str) -> tuple[Any, Scenario]:
-    from pipelines.catalog import CatalogMissing, open_catalog
+def _open_warehouse(path: str, strategies: Sequence[str] | None = None) -> tuple[Any, Scenario]:
+    """Open a warehouse made by ``ipsbench init``/``run``; check its scenario and tables first.
+
+    Args:
+        strategies: the strategies whose tables the command will touch (default: the scenario's).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipelines.catalog import SOURCE_TABLE, STAGES, CatalogMissing, catalog_path, open_catalog
 
     wh = Path(path)
     try:
-        catalog = open_catalog(wh)
         scenario = Scenario.from_dict(json.loads((wh / SCENARIO_FILE).read_text()))
-    except CatalogMissing as e:
-        raise BadInput(str(e)) from None
     except (OSError, ValueError, KeyError, TypeError):
         raise BadInput(
             f"{wh / SCENARIO_FILE} is missing or unreadable; create the warehouse with 'ipsbench init'"
         ) from None
+    try:
+        catalog = open_catalog(wh)
+        needed = [SOURCE_TABLE] + [f"{s}.{t}" for s in (strategies or scenario.strategies) for t in STAGES]
+        missing = [t for t in needed if not catalog.table_exists(t)]
+    except CatalogMissing as e:
+        raise BadInput(str(e)) from None
+    except SQLAlchemyError as e:
+        raise BadInput(f"{catalog_path(wh)} is not a readable ipsbench catalog: {str(e).splitlines()[0]}") from None
+    if missing:
+        raise BadInput(f"table(s) {', '.join(missing)} missing from the catalog (dropped by hand?)")
+    _check_schemas(catalog, needed)
     return catalog, scenario
+
+
+def _check_schemas(catalog: Any, tables: Sequence[str]) -> None:
+    """Tables must have this version's schemas (not another tool's or an older layout)."""
+    from pipelines.catalog import SOURCE_SCHEMA, SOURCE_TABLE, TARGETS
+
+    for name in tables:
+        expected = SOURCE_SCHEMA if name == SOURCE_TABLE else TARGETS[name.split(".", 1)[1]].schema
+        actual = catalog.load_table(name).schema()
+        if [(f.name, str(f.field_type)) for f in actual.fields] != [
+            (f.name, str(f.field_type)) for f in expected.fields
+        ]:
+            raise BadInput(f"table {name} does not have the schema ipsbench expects (a different warehouse?)")
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -275,8 +303,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
-    if args.day < 0:
-        raise BadInput(f"--day must not be negative, got {args.day}")
+    if not 0 <= args.day < scenario.days:
+        raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
     processing_date = scenario.start_date + timedelta(days=args.day)
     ctx = StageContext(catalog, DuckDBEngine())
     for stage in STAGES:
@@ -351,6 +379,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BadInput, BadScenario) as e:
         print(f"ipsbench: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        if not isinstance(e, _state_errors()):
+            raise
+        # The warehouse is in a state IPS refuses to process (nothing was committed).
+        print(f"ipsbench: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _state_errors() -> tuple[type[Exception], ...]:
+    from pipelines.iceberg_io import UnsupportedTableState
+    from pipelines.ips.capture import NonAppendSnapshot, WatermarkLost
+
+    return (NonAppendSnapshot, WatermarkLost, UnsupportedTableState)
 
 
 if __name__ == "__main__":
