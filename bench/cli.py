@@ -39,7 +39,13 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--beyond-window-share",
         type=_fraction,
-        help="share of late events arriving X or more days late (the lookback never sees them)",
+        help="share of late events arriving --lateness-window-days or more days late "
+        "(a lookback of that window never sees them)",
+    )
+    g.add_argument(
+        "--lateness-window-days",
+        type=int,
+        help="the window --beyond-window-share refers to (default 14); fixed while --lookback-days varies",
     )
     g.add_argument("--max-lateness-days", type=int, help="the longest lateness generated, in days")
     g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
@@ -78,6 +84,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         late_fraction=args.late_fraction,
         lookback_days=args.lookback_days,
         beyond_window_share=args.beyond_window_share,
+        lateness_window_days=args.lateness_window_days,
         max_lateness_days=args.max_lateness_days,
         duplicate_fraction=args.duplicate_fraction,
         malformed_fraction=args.malformed_fraction,
@@ -338,9 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_options(run)
     run.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="re-render report.md and plots from a run's result files")
+    from bench.sweep import add_sweep_parser, cmd_report_any
+
+    add_sweep_parser(sub)
+
+    rep = sub.add_parser("report", help="re-render report.md and plots from a run's or a sweep's result files")
     rep.add_argument("dir")
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=cmd_report_any)
 
     st = sub.add_parser("state", help="per IPS workflow: watermark snapshot and recent captures")
     st.add_argument("--warehouse", required=True)

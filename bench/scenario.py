@@ -31,7 +31,10 @@ class Scenario:
         events_per_day: original events per arrival batch.
         late_fraction: share of events arriving one day late or more.
         lookback_days: the lookback window X.
-        beyond_window_share: share of late events arriving X or more days late.
+        beyond_window_share: share of late events arriving ``lateness_window_days`` or more days late.
+        lateness_window_days: the window the lateness model refers to (default 14, the
+            lookback's default); independent of ``lookback_days`` so a sweep over the
+            lookback window runs every window on the same data.
         max_lateness_days: the longest lateness generated.
         duplicate_fraction: re-sent events per batch, as a share of events_per_day.
         malformed_fraction: share of events with a null title or bad view time.
@@ -57,6 +60,7 @@ class Scenario:
     late_fraction: float = 0.03
     lookback_days: int = 14
     beyond_window_share: float = 0.05
+    lateness_window_days: int = 14
     max_lateness_days: int = 60
     duplicate_fraction: float = 0.005
     malformed_fraction: float = 0.002
@@ -88,7 +92,7 @@ class Scenario:
             start_date=self.start_date,
             events_per_day=self.events_per_day,
             late_fraction=self.late_fraction,
-            lookback_days=self.lookback_days,
+            lateness_window_days=self.lateness_window_days,
             beyond_window_share=self.beyond_window_share,
             max_lateness_days=self.max_lateness_days,
             duplicate_fraction=self.duplicate_fraction,
@@ -112,7 +116,15 @@ class Scenario:
 
     def validate(self) -> Scenario:
         """Raise ``BadScenario`` for any out-of-range field; returns self."""
-        for name in ("days", "events_per_day", "lookback_days", "max_lateness_days", "repeats", "n_titles"):
+        for name in (
+            "days",
+            "events_per_day",
+            "lookback_days",
+            "max_lateness_days",
+            "repeats",
+            "n_titles",
+            "lateness_window_days",
+        ):
             if getattr(self, name) < 1:
                 raise BadScenario(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         for name in ("late_fraction", "beyond_window_share", "duplicate_fraction", "malformed_fraction"):
@@ -127,10 +139,10 @@ class Scenario:
             raise BadScenario("maintenance-every-days must not be negative")
         if self.n_accounts < 0:
             raise BadScenario("n-accounts must not be negative")
-        if self.beyond_window_share > 0 and self.max_lateness_days < self.lookback_days:
+        if self.beyond_window_share > 0 and self.max_lateness_days < self.lateness_window_days:
             raise BadScenario(
                 f"beyond-window-share > 0 needs max-lateness-days ({self.max_lateness_days}) "
-                f">= lookback-days ({self.lookback_days})"
+                f">= lateness-window-days ({self.lateness_window_days})"
             )
         if self.engine not in ENGINES:
             raise BadScenario(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
@@ -153,6 +165,7 @@ PRESETS: dict[str, Scenario] = {
         warmup_days=4,
         events_per_day=2_000,
         lookback_days=5,
+        lateness_window_days=5,
         late_fraction=0.05,
         beyond_window_share=0.15,
         max_lateness_days=15,

@@ -1,20 +1,73 @@
-"""A validator for result files: the contract of DESIGN.md, checked."""
+"""A validator for result files: the contract of DESIGN.md, checked.
+
+``validate(DIR)`` checks a run directory (``ipsbench run``) or a sweep
+directory (``ipsbench sweep``, recognized by its ``sweep_summary.json``; every
+point's run directory is checked too). ``python -m bench.validate DIR...``
+prints the problems and exits 1 if there are any.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bench.results import RATIO_KEYS, SCENARIO_KEYS, TOTAL_KEYS
+from bench.sweep import (
+    COLUMNS,
+    FIGURES,
+    KEY_COLUMNS,
+    RATIO_COLUMNS,
+    SPREAD_KEYS,
+    SWEEP_CSV,
+    SWEEP_RESULTS,
+    SWEEP_SUMMARY,
+    VARIABLES,
+)
 
 ROW_KEYS = ("strategy", "stage", "day", "repeat")
 NUMERIC = (*TOTAL_KEYS, "files_read")
+SWEEP_NUMERIC = (
+    *FIGURES,
+    *(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max")),
+    *RATIO_COLUMNS,
+    "mismatched_rows",
+    "unexplained_mismatched_rows",
+    "late_events_beyond_window",
+    "peak_rss_bytes",
+    "point_index",
+    "measured_days",
+    "repeats",
+    *VARIABLES,
+)
+SWEEP_BOOLEAN = ("passed", "equal_to_oracle")
+SWEEP_SUMMARY_KEYS = ("varied", "scenario", "engine", "machine", "complete", "passed", "points")
 
 
 def validate(out: Path) -> list[str]:
     """Problems found in ``out``'s result files (empty when they follow the contract)."""
+    if (out / SWEEP_SUMMARY).is_file():
+        return validate_sweep(out)
+    return validate_run(out)
+
+
+def _report_problems(out: Path) -> list[str]:
+    """Every image report.md shows must exist beside it."""
+    text = (out / "report.md").read_text()
+    return [
+        f"report.md shows {img}, which is missing"
+        for img in re.findall(r"!\[[^]]*]\(([^)]+)\)", text)
+        if not (out / img).is_file()
+    ]
+
+
+def validate_run(out: Path) -> list[str]:
+    """Problems found in a run directory's result files."""
     problems: list[str] = []
     for name in ("results.parquet", "results.csv", "summary.json", "report.md"):
         if not (out / name).is_file():
@@ -53,4 +106,87 @@ def validate(out: Path) -> list[str]:
             problems.append(f"correctness.{strategy} is incomplete")
         if strategy == "lookback" and "unexplained_mismatched_rows" not in verdict:
             problems.append("correctness.lookback lacks unexplained_mismatched_rows")
+    return problems + _report_problems(out)
+
+
+def _sweep_table_problems(df: pd.DataFrame) -> list[str]:
+    problems = [f"sweep results lack column {c}" for c in COLUMNS if c not in df.columns]
+    if problems:
+        return problems
+    failed = df.error.notna()
+    for col in SWEEP_NUMERIC:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            problems.append(f"sweep column {col} is not numeric")
+        elif (df[col] < 0).any():
+            problems.append(f"sweep column {col} has negative values")
+    for col in SWEEP_BOOLEAN:
+        if not pd.api.types.is_bool_dtype(df[col]):
+            problems.append(f"sweep column {col} is not boolean")
+    for col in TOTAL_KEYS:
+        if col in df.columns and df.loc[~failed, col].isna().any():
+            problems.append(f"sweep column {col} is empty for a point that ran")
+    for col in KEY_COLUMNS:
+        if df[col].isna().any():
+            problems.append(f"sweep column {col} has empty values")
+    if df.duplicated(list(KEY_COLUMNS)).any():
+        problems.append("more than one row per (point, strategy, stage)")
+    if df.loc[df.strategy != "ips", list(RATIO_COLUMNS)].notna().any().any():
+        problems.append("a non-IPS row carries an IPS/lookback ratio")
     return problems
+
+
+def _point_problems(df: pd.DataFrame, summary: dict[str, Any], out: Path) -> list[str]:
+    problems = []
+    varied = summary["varied"]
+    entries = {p["point"]: p for p in summary["points"]}
+    if set(df.point) != set(entries):
+        problems.append("sweep results and sweep_summary.json list different points")
+    if summary["complete"] and len(entries) != math.prod(len(v) for v in varied.values()):
+        problems.append("a complete sweep lacks points of the grid")
+    if summary["passed"] != all(p["passed"] for p in entries.values()):
+        problems.append("sweep_summary.json's passed disagrees with its points")
+    for name, entry in entries.items():
+        rows = df[df.point == name]
+        if set(entry["values"]) != set(varied):
+            problems.append(f"point {name} does not give a value for every varied option")
+        for k, v in entry["values"].items():
+            if k in rows.columns and not (rows[k] == v).all():
+                problems.append(f"point {name}: column {k} is not {v} on every row")
+        if not rows.empty and (rows.passed != entry["passed"]).any():
+            problems.append(f"point {name}: passed differs between table and summary")
+        if not entry.get("error"):
+            problems += [f"point {name}: {p}" for p in validate_run(out / entry["dir"])]
+    return problems
+
+
+def validate_sweep(out: Path) -> list[str]:
+    """Problems found in a sweep directory's result files and in each point's run directory."""
+    problems = [
+        f"missing {n}" for n in (SWEEP_RESULTS, SWEEP_CSV, SWEEP_SUMMARY, "report.md") if not (out / n).is_file()
+    ]
+    if problems:
+        return problems
+    df = pd.read_parquet(out / SWEEP_RESULTS)
+    problems += _sweep_table_problems(df)
+    if len(pd.read_csv(out / SWEEP_CSV)) != len(df):
+        problems.append(f"{SWEEP_CSV} and {SWEEP_RESULTS} differ in rows")
+    summary = json.loads((out / SWEEP_SUMMARY).read_text())
+    problems += [f"{SWEEP_SUMMARY} lacks {k}" for k in SWEEP_SUMMARY_KEYS if k not in summary]
+    unknown = [k for k in summary.get("varied", {}) if k not in VARIABLES]
+    problems += [f"{SWEEP_SUMMARY} varies unknown option {k}" for k in unknown]
+    if problems:
+        return problems
+    return problems + _point_problems(df, summary, out) + _report_problems(out)
+
+
+def main(argv: list[str]) -> int:
+    status = 0
+    for arg in argv:
+        for problem in validate(Path(arg)):
+            print(f"{arg}: {problem}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

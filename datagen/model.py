@@ -8,7 +8,7 @@ exactly the payload of its original without keeping old batches in memory.
 Event ``n`` is originally sent in arrival batch ``n // events_per_day``. Its
 lateness (arrival date minus event date, in days) is 0 for most events; a
 ``late_fraction`` of them are late, with a long tail: a ``beyond_window_share``
-of the late ones arrive ``lookback_days`` or more days late (up to
+of the late ones arrive ``lateness_window_days`` or more days late (up to
 ``max_lateness_days``), which a lookback of that window never sees.
 """
 
@@ -102,8 +102,9 @@ class EventModel:
         start_date: date of processing day 0 (arrival batch 0).
         events_per_day: original events sent per arrival batch.
         late_fraction: share of events that arrive one day late or more.
-        lookback_days: the window that separates "late" from "beyond the window".
-        beyond_window_share: share of late events that are ``lookback_days`` or more late.
+        lateness_window_days: the window that separates "late" from "beyond the window"
+            (the lookback's default window; fixed so that sweeping the lookback keeps the data).
+        beyond_window_share: share of late events that are ``lateness_window_days`` or more late.
         max_lateness_days: the longest lateness generated.
         duplicate_fraction: re-sent copies per batch, as a share of ``events_per_day``.
         malformed_fraction: share of events with a null title or a bad view time.
@@ -115,7 +116,7 @@ class EventModel:
     start_date: date
     events_per_day: int
     late_fraction: float
-    lookback_days: int
+    lateness_window_days: int
     beyond_window_share: float
     max_lateness_days: int
     duplicate_fraction: float
@@ -155,7 +156,7 @@ def lateness_days(model: EventModel, h: _Hasher, n: np.ndarray) -> np.ndarray:
     late = h.uniform(n, "late") < model.late_fraction
     beyond = h.uniform(n, "beyond") < model.beyond_window_share
     u = h.uniform(n, "lateness")
-    window_max = model.lookback_days - 1
+    window_max = model.lateness_window_days - 1
     # Within the window: truncated geometric, most late events are one day late.
     p = 0.45
     if window_max >= 1:
@@ -165,7 +166,7 @@ def lateness_days(model: EventModel, h: _Hasher, n: np.ndarray) -> np.ndarray:
     else:
         within = np.ones_like(n, dtype=np.int64)
     # Beyond the window: log-uniform between the window and the longest lateness.
-    lo = max(model.lookback_days, 1)
+    lo = max(model.lateness_window_days, 1)
     hi = max(model.max_lateness_days, lo)
     far = np.floor(np.exp(np.log(lo) + u * (np.log(hi + 1) - np.log(lo)))).astype(np.int64)
     far = np.clip(far, lo, hi)

@@ -112,7 +112,9 @@ def open_catalog(warehouse: Path, create: bool = False) -> SqlCatalog:
     return SqlCatalog(
         CATALOG_NAME,
         uri=f"sqlite:///{db}",
-        warehouse=warehouse.as_uri(),
+        # Not Path.as_uri(): it percent-encodes '=', ',' and spaces, and pyiceberg
+        # would then write the data files under a differently named directory.
+        warehouse=f"file://{warehouse}",
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pyiceberg.catalog.sql import SqlCatalog
 
-from pipelines.engine import DuckDBEngine
+from pipelines.engine import Engine
 from pipelines.recorder import FaultHook, NullRecorder, Recorder, no_fault
 
 
@@ -22,6 +22,6 @@ class StageContext:
     """
 
     catalog: SqlCatalog
-    engine: DuckDBEngine
+    engine: Engine
     recorder: Recorder = field(default_factory=NullRecorder)
     fault: FaultHook = no_fault

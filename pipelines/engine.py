@@ -1,11 +1,77 @@
-"""The embedded DuckDB engine: SQL over Parquet file lists and Arrow tables."""
+"""Engines: where the stage SQL runs and how its result is written.
+
+Every engine offers the same small interface (``Engine``): bind an input
+relation, evaluate SQL, and three writes that the strategies need -- replace
+whole partitions (lookback, range), insert the rows whose key is missing
+(MERGE ... WHEN NOT MATCHED THEN INSERT) and merge rows by key (filter).
+The embedded default is DuckDB, writing through pyiceberg.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+from typing import TYPE_CHECKING, Protocol
+
 import duckdb
 import pyarrow as pa
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet
+from pipelines.iceberg_io import FileSet, append, overwrite_partitions
+
+if TYPE_CHECKING:
+    from pipelines.context import StageContext
+
+
+def in_dates(column: str, dates: Sequence[date]) -> str:
+    """A SQL predicate, valid in DuckDB and Spark SQL, for ``column`` on one of ``dates``."""
+    if not dates:
+        return "FALSE"
+    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in dates)
+    return f"{column} IN ({listed})"
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    return schema_to_pyarrow(table.schema(), include_field_ids=False)
+
+
+class Engine(Protocol):
+    """What the strategies ask of an engine."""
+
+    name: str
+
+    def bind_input(self, name: str, table: Table, files: FileSet, where: str = "") -> None:
+        """Expose the rows of ``table`` in ``files`` (the planned scan) matching ``where`` as ``name``."""
+
+    def bind_sql(self, name: str, sql: str) -> None:
+        """Expose the result of ``sql`` (lazily) as ``name``."""
+
+    def materialize(self, name: str, sql: str) -> int:
+        """Evaluate ``sql`` once into ``name``; returns its row count."""
+
+    def scalar(self, sql: str) -> int: ...
+
+    def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
+        """INSERT OVERWRITE: the ``event_date`` partitions ``dates`` of ``target`` become ``sql``'s rows."""
+
+    def insert_missing(
+        self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
+    ) -> None:
+        """MERGE INTO target USING (sql) ON key WHEN NOT MATCHED THEN INSERT, the target pruned to ``dates``.
+
+        ``existing`` is the planned scan of those partitions (what the probe reads).
+        """
+
+    def merge_by_key(
+        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
+    ) -> None:
+        """MERGE INTO target USING (sql) ON keys WHEN MATCHED UPDATE WHEN NOT MATCHED INSERT, within ``dates``.
+
+        ``old`` is the planned scan of those partitions of the target.
+        """
+
+    def close(self) -> None: ...
 
 
 def _quote(path: str) -> str:
@@ -13,11 +79,11 @@ def _quote(path: str) -> str:
 
 
 class DuckDBEngine:
-    """Runs the stage SQL in an in-process DuckDB with the session in UTC.
+    """Runs the stage SQL in an in-process DuckDB with the session in UTC; writes through pyiceberg.
 
-    Inputs are bound by name: a list of Iceberg data files (read with
-    ``read_parquet``, which reads only the columns a statement uses) or an
-    Arrow table.
+    Inputs are read from the planned Iceberg data files with ``read_parquet``,
+    which reads only the columns a statement uses. pyiceberg tables are
+    copy-on-write: a merge rewrites the partitions it touches.
     """
 
     name = "duckdb"
@@ -51,8 +117,10 @@ class DuckDBEngine:
         self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{listing}]){clause}')
         self._kinds[name] = "VIEW"
 
+    def bind_input(self, name: str, table: Table, files: FileSet, where: str = "") -> None:
+        self.bind_files(name, files, arrow_schema(table), where)
+
     def bind_sql(self, name: str, sql: str) -> None:
-        """Expose the result of ``sql`` (evaluated lazily) as relation ``name``."""
         self._drop(name)
         self._run(f'CREATE TEMP VIEW "{name}" AS {sql}')
         self._kinds[name] = "VIEW"
@@ -63,7 +131,6 @@ class DuckDBEngine:
         self._kinds[name] = "arrow"
 
     def materialize(self, name: str, sql: str) -> int:
-        """Evaluate ``sql`` once into temp table ``name``; returns its row count."""
         self._drop(name)
         self._run(f'CREATE TEMP TABLE "{name}" AS {sql}')
         self._kinds[name] = "TABLE"
@@ -75,6 +142,44 @@ class DuckDBEngine:
     def scalar(self, sql: str) -> int:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
+        with ctx.recorder.phase("transform"):
+            out = self.query(sql)
+        ctx.fault("before_write")
+        with ctx.recorder.phase("write"):
+            overwrite_partitions(target, out, dates, ctx.recorder)
+
+    def insert_missing(
+        self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
+    ) -> None:
+        with ctx.recorder.phase("transform"):
+            self.materialize("merge_source", sql)
+        with ctx.recorder.phase("probe"):
+            self.bind_files("merge_target", existing, arrow_schema(target), in_dates("event_date", dates))
+            new_rows = self.query(
+                "SELECT s.* FROM merge_source s WHERE NOT EXISTS "
+                f'(SELECT 1 FROM merge_target t WHERE t."{key}" = s."{key}")'
+            )
+        ctx.fault("before_write")
+        with ctx.recorder.phase("write"):
+            append(target, new_rows, ctx.recorder)
+
+    def merge_by_key(
+        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
+    ) -> None:
+        on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
+        with ctx.recorder.phase("transform"):
+            self.materialize("merge_source", sql)
+            self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
+            # Copy-on-write: the touched partitions are rewritten whole, unchanged keys included.
+            merged = self.query(
+                f"SELECT o.* FROM merge_target o WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on}) "
+                "UNION ALL SELECT * FROM merge_source"
+            )
+        ctx.fault("before_write")
+        with ctx.recorder.phase("write"):
+            overwrite_partitions(target, merged, dates, ctx.recorder)
 
     def close(self) -> None:
         self.con.close()

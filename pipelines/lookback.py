@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyiceberg.io.pyarrow import schema_to_pyarrow
-
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
-from pipelines.iceberg_io import overwrite_partitions, plan_dates
+from pipelines.engine import in_dates
+from pipelines.iceberg_io import plan_dates
 
 STRATEGY = "lookback"
 
@@ -33,25 +32,18 @@ def window_dates(processing_date: date, lookback_days: int) -> list[date]:
 
 def run_stage(ctx: StageContext, stage: str, processing_date: date, lookback_days: int) -> None:
     """Recompute ``stage`` for the window ending on ``processing_date``."""
-    first, last = window(processing_date, lookback_days)
     dates = window_dates(processing_date, lookback_days)
     if stage == "playback_daily":
         source = ctx.catalog.load_table(SOURCE_TABLE)
-        end = last + timedelta(days=1)
-        where = f"event_ts >= TIMESTAMPTZ '{first} 00:00:00+00' AND event_ts < TIMESTAMPTZ '{end} 00:00:00+00'"
+        where = in_dates("CAST(event_ts AS DATE)", dates)
     else:
         source = ctx.catalog.load_table(f"{STRATEGY}.playback_daily")
-        where = f"event_date BETWEEN DATE '{first}' AND DATE '{last}'"
+        where = in_dates("event_date", dates)
     target = ctx.catalog.load_table(f"{STRATEGY}.{stage}")
     relation = logic.STAGE_INPUT[stage]
-
     with ctx.recorder.phase("plan"):
         files = plan_dates(source, dates)
     ctx.recorder.read(files.rows, files.bytes, files.files)
     ctx.recorder.note(pattern="lookback", partitions=len(dates))
-    with ctx.recorder.phase("transform"):
-        ctx.engine.bind_files(relation, files, schema_to_pyarrow(source.schema(), include_field_ids=False), where)
-        out = ctx.engine.query(logic.stage_sql(stage, relation))
-    ctx.fault("before_write")
-    with ctx.recorder.phase("write"):
-        overwrite_partitions(target, out, dates, ctx.recorder)
+    ctx.engine.bind_input(relation, source, files, where)
+    ctx.engine.replace_partitions(ctx, target, logic.stage_sql(stage, relation), dates)

@@ -37,7 +37,7 @@ def test_measured_fractions_match_configuration() -> None:
     lateness = (arrival - event_dates.astype("datetime64[D]")).astype(int)
     late = lateness >= 1
     assert late.mean() == pytest.approx(0.05, abs=0.005)
-    assert (lateness[late] >= m.lookback_days).mean() == pytest.approx(0.2, abs=0.03)
+    assert (lateness[late] >= m.lateness_window_days).mean() == pytest.approx(0.2, abs=0.03)
     assert lateness.max() <= m.max_lateness_days
     dups = b.num_rows - m.events_per_day
     assert dups == round(m.events_per_day * 0.01)
@@ -79,5 +79,5 @@ def test_no_beyond_window_lateness_when_share_is_zero() -> None:
     m = model(beyond_window_share=0.0, late_fraction=0.5)
     n = np.arange(200_000, dtype=np.uint64)
     lat = lateness_days(m, _Hasher(m.seed), n)
-    assert lat.max() == m.lookback_days - 1
+    assert lat.max() == m.lateness_window_days - 1
     assert (lat > 0).mean() == pytest.approx(0.5, abs=0.01)

@@ -1,0 +1,431 @@
+"""``ipsbench sweep``: one scenario run per point of a grid, one results table for the whole grid.
+
+Every point is a complete run directory (``DIR/points/<name=value,...>/``,
+with its own warehouse, result files and report), so a point can be inspected
+or re-rendered on its own. The sweep table ``sweep_results.parquet`` holds one
+row per point × strategy × stage (plus a ``total`` stage per strategy): the
+varied values, the measured-day sums (medians over repeats), IPS/lookback
+ratios and the correctness verdict. It is rewritten after every point, so an
+interrupted sweep keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.cli import (
+    EXIT_MISMATCH,
+    EXIT_OK,
+    BadInput,
+    _add_scenario_options,
+    _check_new_dir,
+    _events_for,
+    cmd_report,
+    scenario_from_args,
+)
+from bench.scenario import BadScenario, Scenario
+
+SWEEP_RESULTS = "sweep_results.parquet"
+SWEEP_CSV = "sweep_results.csv"
+SWEEP_SUMMARY = "sweep_summary.json"
+POINTS_DIR = "points"
+
+# The scenario options a sweep can vary, with how one value is read.
+VARIABLES: dict[str, Callable[[str], Any]] = {
+    "late_fraction": float,
+    "lookback_days": int,
+    "events_per_day": int,
+    "beyond_window_share": float,
+    "max_lateness_days": int,
+    "duplicate_fraction": float,
+    "malformed_fraction": float,
+    "days": int,
+    "warmup_days": int,
+    "seed": int,
+    "maintenance_every_days": int,
+    "privacy_delete_every_days": int,
+}
+# With --events the data is the user's: only how it is processed can vary.
+EVENTS_FILE_VARIABLES = ("lookback_days",)
+STRATEGIES = ("lookback", "ips")
+TOTAL_STAGE = "total"
+FIGURES = (
+    "wall_s",
+    "cpu_s",
+    "rows_read",
+    "bytes_read",
+    "files_read",
+    "rows_written",
+    "bytes_written",
+    "files_written",
+    "commits",
+    "partitions_written",
+    "capture_s",
+    "plan_s",
+    "probe_s",
+    "transform_s",
+    "write_s",
+    "commit_s",
+)
+SPREAD_KEYS = ("wall_s", "cpu_s")
+RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
+RATIO_COLUMNS = tuple(f"ips_over_lookback_{k}" for k in RATIO_KEYS)
+SCENARIO_COLUMNS = ("preset", "engine", "repeats", "measured_days", *VARIABLES)
+CORRECTNESS_COLUMNS = (
+    "equal_to_oracle",
+    "mismatched_rows",
+    "unexplained_mismatched_rows",
+    "late_events_beyond_window",
+    "passed",
+)
+KEY_COLUMNS = ("point", "strategy", "stage")
+# The sweep table's contract; bench/validate.py checks result files against it.
+COLUMNS = (
+    "point",
+    "point_index",
+    *SCENARIO_COLUMNS,
+    "strategy",
+    "stage",
+    "pattern",
+    *FIGURES,
+    *(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max")),
+    *RATIO_COLUMNS,
+    *CORRECTNESS_COLUMNS,
+    "peak_rss_bytes",
+    "error",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: the varied values, in --vary order, and the scenario they give."""
+
+    index: int
+    values: dict[str, Any]
+    scenario: Scenario
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.values.items())
+
+
+def parse_vary(specs: list[str]) -> dict[str, tuple[Any, ...]]:
+    """``NAME=V1,V2,...`` options as ``{name: values}``; ``-`` and ``_`` are the same in names.
+
+    Raises:
+        BadInput: unknown or repeated name, empty, unreadable or repeated value.
+    """
+    varied: dict[str, tuple[Any, ...]] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise BadInput(f"--vary takes NAME=V1,V2,..., got {spec!r}")
+        if name not in VARIABLES:
+            raise BadInput(f"--vary: cannot vary {name!r}; choose from {', '.join(VARIABLES)}")
+        if name in varied:
+            raise BadInput(f"--vary: {name} is given twice; list all its values in one --vary")
+        values = []
+        for item in text.split(","):
+            try:
+                values.append(VARIABLES[name](item.strip()))
+            except ValueError:
+                kind = "whole numbers" if VARIABLES[name] is int else "numbers"
+                raise BadInput(f"--vary: {name} takes {kind}, got {item.strip()!r}") from None
+        if len(set(values)) != len(values):
+            raise BadInput(f"--vary: {name} lists a value twice: {text}")
+        varied[name] = tuple(values)
+    return varied
+
+
+def plan_points(args: argparse.Namespace, varied: dict[str, tuple[Any, ...]]) -> list[Point]:
+    """Every point of the grid, each scenario validated; raises ``BadInput`` naming the bad point."""
+    for name in varied:
+        if getattr(args, name, None) is not None:
+            raise BadInput(f"--{name.replace('_', '-')} is set and also varied; give it once")
+    if args.events_file:
+        fixed = [n for n in varied if n not in EVENTS_FILE_VARIABLES]
+        if fixed:
+            raise BadInput(f"--events fixes the data; only {', '.join(EVENTS_FILE_VARIABLES)} can vary, not {fixed[0]}")
+    points = []
+    for index, combo in enumerate(itertools.product(*varied.values())):
+        values = dict(zip(varied, combo, strict=True))
+        point_args = argparse.Namespace(**{**vars(args), **values})
+        try:
+            scenario = scenario_from_args(point_args)
+        except BadScenario as e:
+            name = ",".join(f"{k}={v}" for k, v in values.items())
+            raise BadInput(f"sweep point {name}: {e}") from None
+        if scenario.engine != "duckdb":
+            raise BadInput(f"engine {scenario.engine!r} is not available in this build; use --engine duckdb")
+        points.append(Point(index, values, scenario))
+    return points
+
+
+def _stage_rows(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (strategy, stage) and per strategy total: medians over warm repeats of measured-day sums.
+
+    Warm repeats as in the run's own summary (``bench.results.warm``), so the
+    sweep table and each point's summary.json agree.
+    """
+    from bench.results import warm
+
+    measured = warm(df[~df.warmup.astype(bool) & df.strategy.isin(STRATEGIES)])
+    keys = [k for k in FIGURES if k in measured.columns]
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for strategy in STRATEGIES:
+        rows = measured[measured.strategy == strategy]
+        if rows.empty:
+            continue
+        for stage, part in rows.groupby("stage", sort=False):
+            out[(strategy, str(stage))] = _spread(part, keys, str(part.pattern.iloc[0]))
+        out[(strategy, TOTAL_STAGE)] = _spread(rows, keys, "all")
+    return out
+
+
+def _spread(rows: pd.DataFrame, keys: list[str], pattern: str) -> dict[str, Any]:
+    per_repeat = rows.groupby("repeat")[keys].sum()
+    row: dict[str, Any] = {"pattern": pattern}
+    for k in keys:
+        row[k] = statistics.median(per_repeat[k].tolist())
+    for k in SPREAD_KEYS:
+        row[f"{k}_min"] = float(per_repeat[k].min())
+        row[f"{k}_max"] = float(per_repeat[k].max())
+    if "peak_rss_bytes" in rows.columns:
+        row["peak_rss_bytes"] = int(rows.peak_rss_bytes.max())
+    return row
+
+
+def _verdict_row(summary: dict[str, Any], strategy: str, stage: str) -> dict[str, Any]:
+    verdict = summary.get("correctness", {}).get(strategy, {})
+    if stage == TOTAL_STAGE:
+        mismatched = verdict.get("mismatched_rows")
+        unexplained = verdict.get("unexplained_mismatched_rows", mismatched)
+    else:
+        per_stage = verdict.get("per_stage", {}).get(stage, {})
+        mismatched = per_stage.get("mismatched_rows")
+        unexplained = per_stage.get("unexplained_mismatched_rows", mismatched)
+    return {
+        "equal_to_oracle": None if mismatched is None else mismatched == 0,
+        "mismatched_rows": mismatched,
+        "unexplained_mismatched_rows": unexplained,
+        "late_events_beyond_window": summary.get("correctness", {})
+        .get("lookback", {})
+        .get("late_events_beyond_window"),
+    }
+
+
+def _peak_rss(summary: dict[str, Any], strategy: str) -> int | None:
+    """Per-strategy peak RSS when the summary has one, else the run's."""
+    per_strategy = summary.get("totals", {}).get(strategy, {}).get("peak_rss_bytes")
+    if per_strategy is not None:
+        return int(per_strategy)
+    peak = summary.get("peak_rss_bytes")
+    if isinstance(peak, dict):
+        peak = peak.get(strategy)
+    return None if peak is None else int(peak)
+
+
+def point_rows(point: Point, df: pd.DataFrame, summary: dict[str, Any], passed: bool) -> list[dict[str, Any]]:
+    """The sweep table's rows for one finished point."""
+    base = _point_base(point, summary.get("measured_days", point.scenario.measured_days), passed)
+    figures = _stage_rows(df)
+    rows = []
+    for (strategy, stage), fig in figures.items():
+        row = {**base, "strategy": strategy, "stage": stage, **fig}
+        lookback = figures.get(("lookback", stage))
+        for k, col in zip(RATIO_KEYS, RATIO_COLUMNS, strict=True):
+            row[col] = fig[k] / lookback[k] if strategy == "ips" and lookback and lookback[k] else None
+        row.update(_verdict_row(summary, strategy, stage))
+        if row.get("peak_rss_bytes") is None:
+            row["peak_rss_bytes"] = _peak_rss(summary, strategy)
+        rows.append(row)
+    return rows
+
+
+def failed_rows(point: Point, error: str) -> list[dict[str, Any]]:
+    """A point that raised: its rows are kept with empty figures, never dropped."""
+    from pipelines.catalog import STAGES
+
+    base = _point_base(point, point.scenario.measured_days, False)
+    return [
+        {**base, "strategy": s, "stage": stage, "pattern": "all" if stage == TOTAL_STAGE else None, "error": error}
+        for s in point.scenario.strategies
+        for stage in (*STAGES, TOTAL_STAGE)
+    ]
+
+
+def _point_base(point: Point, measured_days: int, passed: bool) -> dict[str, Any]:
+    sc = point.scenario
+    base: dict[str, Any] = {"point": point.name, "point_index": point.index}
+    base.update({k: getattr(sc, k) for k in ("preset", "engine", "repeats", *VARIABLES)})
+    base["measured_days"] = measured_days
+    base["passed"] = passed
+    return base
+
+
+def sweep_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows in the contract's column order; failed points leave figures empty (null)."""
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    numeric = (*FIGURES, *COLUMNS[COLUMNS.index("wall_s_min") : COLUMNS.index("equal_to_oracle")], "peak_rss_bytes")
+    for col in (*numeric, "mismatched_rows", "unexplained_mismatched_rows", "late_events_beyond_window"):
+        df[col] = pd.to_numeric(df[col])
+    for col in ("equal_to_oracle", "passed"):
+        df[col] = df[col].astype("boolean")
+    for col in ("pattern", "error"):
+        df[col] = df[col].astype("string")
+    return df
+
+
+def write_sweep(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    df = sweep_frame(rows)
+    df.to_parquet(out / SWEEP_RESULTS, index=False)
+    df.to_csv(out / SWEEP_CSV, index=False)
+    (out / SWEEP_SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _point_line(summary: dict[str, Any]) -> str:
+    ratio = summary.get("ratio_ips_over_lookback", {}).get("wall_s")
+    parts = [] if ratio is None else [f"IPS/lookback wall {100 * ratio:.1f} %"]
+    c = summary.get("correctness", {})
+    if "ips" in c:
+        parts.append("IPS equal to oracle" if c["ips"]["equal_to_oracle"] else "IPS DIFFERS from oracle")
+    if "lookback" in c:
+        lb = c["lookback"]
+        parts.append(f"lookback {lb['mismatched_rows']:,} rows wrong ({lb['unexplained_mismatched_rows']} unexplained)")
+    return ", ".join(parts)
+
+
+def run_sweep(out: Path, points: list[Point], events: Any, varied: dict[str, tuple[Any, ...]], quiet: bool) -> bool:
+    """Run every point into ``out/points/``; write the sweep table and report. Returns whether all passed."""
+    from bench.execute import run_scenario
+    from bench.results import machine_info
+    from reports.sweep import render_sweep
+
+    fixed = points[0].scenario.as_dict()
+    for name in varied:
+        fixed.pop(name)
+    summary: dict[str, Any] = {
+        "varied": {k: list(v) for k, v in varied.items()},
+        "scenario": fixed,
+        "engine": points[0].scenario.engine,
+        "machine": machine_info(),
+        "complete": False,
+        "passed": False,
+        "points": [],
+    }
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for point in points:
+        point_dir = out / POINTS_DIR / point.name
+        point_dir.mkdir(parents=True)
+        _progress(f"[{point.index + 1}/{len(points)}] {point.name}: running")
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"point": point.name, "dir": f"{POINTS_DIR}/{point.name}", "values": point.values}
+        try:
+            run_summary, _, ok = run_scenario(point.scenario, events, point_dir, point_dir / "warehouse", not quiet)
+        except Exception as e:
+            # Recorded as a failed point (exit 1), not dropped: the other points still tell something.
+            (point_dir / "error.txt").write_text(traceback.format_exc())
+            error = f"{type(e).__name__}: {e}".splitlines()[0]
+            rows += failed_rows(point, error)
+            entry.update(passed=False, error=error)
+            _progress(f"[{point.index + 1}/{len(points)}] {point.name}: FAILED ({error}); see {point_dir}/error.txt")
+        else:
+            df = pd.read_parquet(point_dir / "results.parquet")
+            rows += point_rows(point, df, run_summary, ok)
+            entry.update(
+                passed=ok,
+                ratio_ips_over_lookback=run_summary.get("ratio_ips_over_lookback", {}),
+                correctness=run_summary.get("correctness", {}),
+                peak_rss_bytes=run_summary.get("peak_rss_bytes"),
+            )
+            _progress(
+                f"[{point.index + 1}/{len(points)}] {point.name}: {'passed' if ok else 'FAILED'} in "
+                f"{time.perf_counter() - started:.1f} s: {_point_line(run_summary)}"
+            )
+        entry["elapsed_s"] = time.perf_counter() - started
+        summary["points"].append(entry)
+        summary["elapsed_s"] = time.perf_counter() - t0
+        write_sweep(out, rows, summary)
+    summary["complete"] = True
+    summary["passed"] = all(p["passed"] for p in summary["points"])
+    write_sweep(out, rows, summary)
+    report = render_sweep(out)
+    _progress(f"sweep: {sum(p['passed'] for p in summary['points'])}/{len(points)} points passed; report: {report}")
+    return bool(summary["passed"])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    varied = parse_vary(args.vary)
+    points = plan_points(args, varied)
+    out = Path(args.out)
+    _check_new_dir(out, "--out")
+    events = None
+    if args.events_file:
+        scenario, events = _events_for(points[0].scenario)
+        # The events file fixes the dates and days; apply them to every point.
+        dates = {k: getattr(scenario, k) for k in ("start_date", "days", "warmup_days")}
+        points = [dataclasses.replace(p, scenario=dataclasses.replace(p.scenario, **dates)) for p in points]
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    _progress(f"sweep: {len(points)} point(s) over {', '.join(varied)} into {out}")
+    try:
+        ok = run_sweep(out, points, events, varied, args.quiet)
+    except BaseException:
+        if created and not (out / SWEEP_SUMMARY).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return EXIT_OK if ok else EXIT_MISMATCH
+
+
+def cmd_report_any(args: argparse.Namespace) -> int:
+    """``ipsbench report DIR`` for a sweep directory or, as before, a run directory."""
+    out = Path(args.dir)
+    if not (out / SWEEP_SUMMARY).is_file():
+        return cmd_report(args)
+    if not (out / SWEEP_RESULTS).is_file():
+        raise BadInput(f"{out} holds {SWEEP_SUMMARY} but no {SWEEP_RESULTS}")
+    from reports.sweep import render_sweep
+
+    print(f"report: {render_sweep(out)}")
+    return EXIT_OK
+
+
+def add_sweep_parser(sub: Any) -> None:
+    """Register ``ipsbench sweep`` on the CLI's subparsers."""
+    sw = sub.add_parser(
+        "sweep",
+        help="run a grid of scenarios (cartesian product of --vary values); one results table",
+        description="Run one scenario per point of the cartesian product of the --vary values, each into "
+        "OUT/points/<name=value,...>/ with its own warehouse; write OUT/sweep_results.parquet/.csv, "
+        "OUT/sweep_summary.json and OUT/report.md. Exit 0 only if every point passes.",
+    )
+    sw.add_argument("--out", required=True, help="new directory for the sweep")
+    sw.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="NAME=V1,V2,...",
+        help=f"a scenario option and its values (repeatable); NAME is one of {', '.join(VARIABLES)}",
+    )
+    sw.add_argument("--quiet", action="store_true", help="no per-day progress bar (per-point lines stay)")
+    _add_scenario_options(sw)
+    sw.set_defaults(func=cmd_sweep)
