@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.scenario import PRESETS, SCENARIO_FILE, BadScenario, Scenario, from_preset
+from bench.scenario import ENGINES, PRESETS, SCENARIO_FILE, BadScenario, Scenario, from_preset
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -61,7 +61,11 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--privacy-delete-accounts", type=int, help="accounts removed by each privacy delete (default 1)")
     g.add_argument("--engine", help="duckdb (embedded default) or spark")
-    g.add_argument("--spark-master", help="Spark master URL (default local[*])")
+    g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
+    g.add_argument(
+        "--merge-mode",
+        help="write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read (Spark only)",
+    )
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
     g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")
     g.add_argument("--repeats", type=int, help="whole-run repeats; figures are medians")
@@ -96,6 +100,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         spark_master=args.spark_master,
         strategies=strategies,
         check=args.check,
+        merge_mode=args.merge_mode,
         repeats=args.repeats,
         events_file=events_file,
     )
@@ -148,8 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     warehouse_root = Path(args.warehouse) if args.warehouse else out / "warehouse"
     if args.warehouse:
         _check_new_dir(warehouse_root, "--warehouse")
-    if scenario.engine != "duckdb":
-        raise BadInput(f"engine {scenario.engine!r} is not available in this build; use --engine duckdb")
+    if scenario.engine == "spark":
+        _check_spark()
     scenario, events = _events_for(scenario)
 
     from bench.execute import run_scenario
@@ -277,7 +282,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     _check_new_dir(wh, "--warehouse")
     wh.mkdir(parents=True, exist_ok=True)
     (wh / SCENARIO_FILE).write_text(json.dumps(scenario.as_dict(), indent=2))
-    create_tables(open_catalog(wh, create=True), scenario.strategies)
+    create_tables(open_catalog(wh, create=True), scenario.strategies, scenario.merge_mode)
     print(f"initialized {wh} ({scenario.preset}, {scenario.days} days)")
     return EXIT_OK
 
@@ -301,22 +306,45 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_spark() -> None:
+    """Spark's Python package, Iceberg jar and JDBC driver must be installed (no JVM started)."""
+    import importlib.util
+
+    from pipelines.spark_session import SQLITE_JDBC_JAR, SparkUnavailable, iceberg_jar, jdbc_driver_jar
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise BadInput("--engine spark needs pyspark: run 'make spark-deps' (pip install '.[spark]')")
+    try:
+        iceberg_jar()
+        jdbc_driver_jar(f"jdbc:sqlite:{SQLITE_JDBC_JAR}")
+    except SparkUnavailable as e:
+        raise BadInput(f"--engine spark: {e}") from None
+
+
 def cmd_process(args: argparse.Namespace) -> int:
-    from bench.runner import run_strategy_stage
+    from bench.runner import make_engine, run_strategy_stage
     from pipelines.catalog import STAGES
     from pipelines.context import StageContext
-    from pipelines.engine import DuckDBEngine
 
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
     if not 0 <= args.day < scenario.days:
         raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
+    engine_name = args.engine or scenario.engine
+    if engine_name not in ENGINES:
+        raise BadInput(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINES)}")
+    if engine_name == "spark":
+        _check_spark()
     processing_date = scenario.start_date + timedelta(days=args.day)
-    ctx = StageContext(catalog, DuckDBEngine())
-    for stage in STAGES:
-        run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
-    print(f"processed day {args.day} ({processing_date}) with {args.strategy}")
+    engine = make_engine(engine_name, Path(args.warehouse), args.spark_master or scenario.spark_master)
+    try:
+        ctx = StageContext(catalog, engine)
+        for stage in STAGES:
+            run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
+    finally:
+        engine.close()
+    print(f"processed day {args.day} ({processing_date}) with {args.strategy} on {engine_name}")
     return EXIT_OK
 
 
@@ -374,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--warehouse", required=True)
     proc.add_argument("--strategy", required=True, help="ips or lookback")
     proc.add_argument("--day", type=int, required=True)
+    proc.add_argument("--engine", help="duckdb or spark (default: the warehouse's scenario); the state is shared")
+    proc.add_argument("--spark-master", help="Spark master URL (default: the scenario's, local[*])")
     proc.set_defaults(func=cmd_process)
 
     chk = sub.add_parser("check", help="compare every strategy with the oracle (exit 0 equal/explained, 1 not)")

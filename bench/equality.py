@@ -81,7 +81,12 @@ def bind_deleted_upstream(engine: DuckDBEngine, relation: str) -> int:
 def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: str) -> str:
     table = catalog.load_table(f"{strategy}.{stage}")
     rel = f"{strategy}_{stage}"
-    engine.bind_files(rel, plan(table, AlwaysTrue()), schema_to_pyarrow(table.schema(), include_field_ids=False))
+    files = plan(table, AlwaysTrue())
+    if files.delete_files:
+        # Merge-on-read (Spark): pyiceberg's scan applies the row-level deletes.
+        engine.bind_arrow(rel, table.scan().to_arrow())
+    else:
+        engine.bind_files(rel, files, schema_to_pyarrow(table.schema(), include_field_ids=False))
     return rel
 
 

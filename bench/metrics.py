@@ -15,7 +15,7 @@ COUNTERS = ("rows_read", "bytes_read", "files_read", "rows_written", "bytes_writ
 
 
 class PeakRss:
-    """Samples this process's resident memory in a background thread; keeps the peak."""
+    """Samples the resident memory of this process and its children (a Spark JVM); keeps the peak."""
 
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
@@ -25,7 +25,13 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss)
+        rss = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak_bytes = max(self.peak_bytes, rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -40,6 +46,18 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (Spark's JVM is one), all threads."""
+    total = time.process_time()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 class StageRecorder:
@@ -81,12 +99,12 @@ class StageRecorder:
     def timed(self) -> Iterator[None]:
         """The whole stage: wall clock, CPU of this process (DuckDB threads included), peak RSS."""
         with PeakRss() as rss:
-            w0, c0 = time.perf_counter(), time.process_time()
+            w0, c0 = time.perf_counter(), cpu_seconds()
             try:
                 yield
             finally:
                 self.wall_s += time.perf_counter() - w0
-                self.cpu_s += time.process_time() - c0
+                self.cpu_s += cpu_seconds() - c0
         self.peak_rss_bytes = max(self.peak_rss_bytes, rss.peak_bytes)
 
     def row(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ that drift (caches, a busy neighbour) hits both sides alike.
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -26,7 +27,7 @@ from datagen.model import arrival_batch
 from pipelines import lookback, oracle
 from pipelines.catalog import SOURCE_TABLE, STAGES, create_tables, open_catalog
 from pipelines.context import StageContext
-from pipelines.engine import DuckDBEngine
+from pipelines.engine import DuckDBEngine, Engine
 from pipelines.ips import workflow as ips
 from pipelines.maintenance import compact, expire_history
 
@@ -40,6 +41,7 @@ class RunResult:
     daily_checks: list[dict[str, Any]] = field(default_factory=list)
     peak_rss_bytes: int = 0
     start_date: date | None = None
+    engine_start_s: float = 0.0
 
 
 class Batches:
@@ -59,6 +61,15 @@ class Batches:
         if self._user is not None:
             return self._user[day]
         return arrival_batch(self.scenario.event_model(), day)
+
+
+def make_engine(name: str, warehouse: Path, spark_master: str = "local[*]") -> Engine:
+    """The engine ``name`` on ``warehouse`` (Spark is imported only when asked for)."""
+    if name == "spark":
+        from pipelines.spark_engine import SparkEngine
+
+        return SparkEngine(warehouse, spark_master)
+    return DuckDBEngine()
 
 
 def load_events(scenario: Scenario) -> pa.Table | None:
@@ -132,10 +143,12 @@ def simulate(
 ) -> RunResult:
     """Run the whole scenario into ``warehouse``; returns per-stage rows and verdicts."""
     batches = Batches(scenario, events)
-    catalog = open_catalog(warehouse, create=True)
-    create_tables(catalog, scenario.strategies)
-    engine = DuckDBEngine()
     result = RunResult(start_date=batches.start_date)
+    catalog = open_catalog(warehouse, create=True)
+    create_tables(catalog, scenario.strategies, scenario.merge_mode)
+    t0 = time.perf_counter()
+    engine = make_engine(scenario.engine, warehouse, scenario.spark_master)
+    result.engine_start_s = time.perf_counter() - t0
     bar = Progress(batches.days, "ipsbench", progress)
     try:
         for day in range(batches.days):

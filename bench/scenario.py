@@ -12,6 +12,7 @@ from datagen.model import EventModel
 ENGINES = ("duckdb", "spark")
 STRATEGIES = ("lookback", "ips")
 CHECKS = ("end", "daily")
+MERGE_MODES = ("copy-on-write", "merge-on-read")
 # Every warehouse records the scenario that filled it.
 SCENARIO_FILE = "scenario.json"
 
@@ -51,6 +52,8 @@ class Scenario:
         privacy_delete_every_days: delete every event of some accounts from the source this often
             (0: never), as a privacy request would: a non-append upstream change.
         privacy_delete_accounts: accounts removed by each privacy delete.
+        merge_mode: ``write.merge.mode`` of the IPS targets: copy-on-write, or
+            merge-on-read (Spark only: its MERGE then writes delete files).
     """
 
     preset: str = "small"
@@ -76,6 +79,7 @@ class Scenario:
     maintenance_every_days: int = 7
     privacy_delete_every_days: int = 0
     privacy_delete_accounts: int = 1
+    merge_mode: str = "copy-on-write"
     spark_master: str = field(default="local[*]")
 
     @property
@@ -152,6 +156,10 @@ class Scenario:
             )
         if len(set(self.strategies)) != len(self.strategies):
             raise BadScenario("a strategy is listed twice")
+        if self.merge_mode not in MERGE_MODES:
+            raise BadScenario(f"merge mode must be one of {', '.join(MERGE_MODES)}, got {self.merge_mode!r}")
+        if self.merge_mode == "merge-on-read" and self.engine != "spark":
+            raise BadScenario("merge-on-read needs --engine spark (pyiceberg writes copy-on-write only)")
         if self.check not in CHECKS:
             raise BadScenario(f"check must be one of {', '.join(CHECKS)}")
         return self

@@ -118,14 +118,23 @@ def open_catalog(warehouse: Path, create: bool = False) -> SqlCatalog:
     )
 
 
-def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...]) -> None:
-    """Create the source table and each strategy's three target tables."""
+def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...], ips_merge_mode: str = "copy-on-write") -> None:
+    """Create the source table and each strategy's three target tables.
+
+    Args:
+        ips_merge_mode: ``write.merge.mode`` of the IPS targets. Spark honours
+            ``merge-on-read`` (delete files instead of rewritten files); pyiceberg
+            always writes copy-on-write.
+    """
     catalog.create_namespace_if_not_exists("source")
     catalog.create_table_if_not_exists(SOURCE_TABLE, SOURCE_SCHEMA, partition_spec=SOURCE_SPEC)
     for ns in strategies:
         catalog.create_namespace_if_not_exists(ns)
+        properties = {"write.merge.mode": ips_merge_mode} if ns == "ips" else {}
         for t in TARGETS.values():
-            catalog.create_table_if_not_exists(f"{ns}.{t.stage}", t.schema, partition_spec=t.spec)
+            catalog.create_table_if_not_exists(
+                f"{ns}.{t.stage}", t.schema, partition_spec=t.spec, properties=properties
+            )
 
 
 def target_table(catalog: SqlCatalog, strategy: str, stage: str) -> Table:

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet, append, overwrite_partitions
+from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions
 
 if TYPE_CHECKING:
     from pipelines.context import StageContext
@@ -108,6 +108,11 @@ class DuckDBEngine:
 
     def bind_files(self, name: str, files: FileSet, schema: pa.Schema, where: str = "") -> None:
         """Expose ``files`` as relation ``name`` (empty, with ``schema``, when there are none)."""
+        if files.delete_files:
+            raise UnsupportedTableState(
+                f"{name}: the scan has {files.delete_files} row-level delete file(s) (merge-on-read, "
+                "written by Spark); the DuckDB engine reads copy-on-write tables only: use --engine spark"
+            )
         self._drop(name)
         if not files.paths:
             self.bind_arrow(name, schema.empty_table())

@@ -34,18 +34,22 @@ class FileSet:
     paths: tuple[str, ...] = ()
     rows: int = 0
     bytes: int = 0
+    # Row-level delete files (merge-on-read tables written by Spark): bytes included above.
+    delete_files: int = 0
 
     @property
     def files(self) -> int:
-        return len(self.paths)
+        return len(self.paths) + self.delete_files
 
     @staticmethod
-    def of(data_files: Iterable[DataFile]) -> FileSet:
+    def of(data_files: Iterable[DataFile], delete_files: Iterable[DataFile] = ()) -> FileSet:
         files = list(data_files)
+        deletes = {f.file_path: f for f in delete_files}
         return FileSet(
             tuple(f.file_path for f in files),
             sum(f.record_count for f in files),
-            sum(f.file_size_in_bytes for f in files),
+            sum(f.file_size_in_bytes for f in files) + sum(f.file_size_in_bytes for f in deletes.values()),
+            len(deletes),
         )
 
 
@@ -54,16 +58,11 @@ def plan(table: Table, row_filter: BooleanExpression, snapshot_id: int | None = 
     if table.metadata.current_snapshot_id is None and snapshot_id is None:
         return FileSet()
     tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files())
-    for t in tasks:
-        if t.delete_files:
-            raise UnsupportedTableState(
-                f"{'.'.join(table.name())} has row-level delete files; this reader needs copy-on-write tables"
-            )
-    return FileSet.of(t.file for t in tasks)
+    return FileSet.of((t.file for t in tasks), (d for t in tasks for d in t.delete_files))
 
 
-def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:
-    """Data files of the partitions holding ``dates`` (metadata only).
+def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFile], list[DataFile]]:
+    """Data files and row-level delete files of the partitions holding ``dates`` (metadata only).
 
     For tables whose first partition field is a day (``identity(event_date)``
     or ``day(event_ts)``). Matching each manifest entry's partition value costs
@@ -72,23 +71,32 @@ def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:
     """
     snapshot = table.current_snapshot()
     if snapshot is None or not dates:
-        return []
+        return [], []
     wanted = {(d - EPOCH).days for d in dates}
-    files = []
+    data: list[DataFile] = []
+    deletes: list[DataFile] = []
     for manifest in snapshot.manifests(table.io):
-        if manifest.content != ManifestContent.DATA:
-            raise UnsupportedTableState(
-                f"{'.'.join(table.name())} has row-level delete files; this reader needs copy-on-write tables"
-            )
+        bucket = data if manifest.content == ManifestContent.DATA else deletes
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             if entry.data_file.partition[0] in wanted:
-                files.append(entry.data_file)
-    return files
+                bucket.append(entry.data_file)
+    return data, deletes
+
+
+def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:
+    """Data files of the partitions holding ``dates``, for a copy-on-write rewrite."""
+    data, deletes = _partition_entries(table, dates)
+    if deletes:
+        raise UnsupportedTableState(
+            f"{'.'.join(table.name())} has row-level delete files in the partitions to rewrite; "
+            "pyiceberg's writes here are copy-on-write only"
+        )
+    return data
 
 
 def plan_dates(table: Table, dates: Sequence[date]) -> FileSet:
-    """The files a scan of the ``dates`` partitions opens."""
-    return FileSet.of(partition_files(table, dates))
+    """The files a scan of the ``dates`` partitions opens (delete files included)."""
+    return FileSet.of(*_partition_entries(table, dates))
 
 
 def conform(table: Table, data: pa.Table) -> pa.Table:
@@ -106,7 +114,8 @@ class WriteStats:
     snapshot_ids: list[int] = field(default_factory=list)
 
 
-def _added_since(table: Table, before: int | None) -> WriteStats:
+def added_since(table: Table, before: int | None) -> WriteStats:
+    """What the snapshots committed after ``before`` added (one catalog commit)."""
     stats = WriteStats(commits=1)
     snap = table.current_snapshot()
     while snap is not None and snap.snapshot_id != before:
@@ -143,7 +152,7 @@ def overwrite_partitions(table: Table, data: pa.Table, dates: Sequence[date], re
             replace.delete_data_file(f)
         for f in new:
             replace.append_data_file(f)
-    stats = _added_since(table, before)
+    stats = added_since(table, before)
     recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, len(dates))
     return stats
 
@@ -154,7 +163,7 @@ def append(table: Table, data: pa.Table, recorder: Recorder) -> WriteStats:
         return WriteStats()
     before = table.metadata.current_snapshot_id
     table.append(conform(table, data))
-    stats = _added_since(table, before)
+    stats = added_since(table, before)
     partitions = len(set(data.column("event_date").to_pylist())) if "event_date" in data.column_names else 0
     recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
     return stats
