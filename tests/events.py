@@ -55,3 +55,45 @@ def run_ips_day(catalog, day_batch: pa.Table, fault=None) -> None:
             workflow.run_stage(ctx, stage)
     finally:
         engine.close()
+
+
+def is_valid(e: Event) -> bool:
+    """Whether stage 1 keeps the event (a title and a positive view time)."""
+    return e.title_id is not None and e.view_seconds is not None and e.view_seconds > 0
+
+
+def run_ips_workflows(catalog, engine=None, fault=None) -> None:
+    """Run the three IPS workflows once, without ingesting: a scheduler's (re)run of the day."""
+    from pipelines.catalog import STAGES
+    from pipelines.context import StageContext
+    from pipelines.engine import DuckDBEngine
+    from pipelines.ips import workflow
+    from pipelines.recorder import no_fault
+
+    own = engine is None
+    eng = DuckDBEngine() if engine is None else engine
+    try:
+        for stage in STAGES:
+            workflow.run_stage(StageContext(catalog, eng, fault=fault or no_fault), stage)
+    finally:
+        if own:
+            eng.close()
+
+
+def ips_event_ids(catalog) -> list[str]:
+    """The event_id of every row of ``ips.playback_daily``, duplicates kept, sorted."""
+    table = catalog.load_table("ips.playback_daily")
+    if table.current_snapshot() is None:
+        return []
+    return sorted(table.scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
+
+
+def catalog_state(catalog) -> dict[str, tuple[int | None, dict[str, int]]]:
+    """Every table's current snapshot id and refs: equal before and after means nothing was committed."""
+    state = {}
+    for ns in catalog.list_namespaces():
+        for ident in catalog.list_tables(ns):
+            meta = catalog.load_table(ident).metadata
+            refs = {name: ref.snapshot_id for name, ref in meta.refs.items()}
+            state[".".join(ident)] = (meta.current_snapshot_id, refs)
+    return state

@@ -72,14 +72,25 @@ class StateLog:
         with self.catalog.engine.begin() as conn:
             conn.execute(text(_DDL))
 
-    def record_capture(self, cap: Capture) -> int:
-        """Log a capture; earlier uncommitted runs of the workflow become ``abandoned``."""
-        ranges = [[a.isoformat(), b.isoformat()] for a, b in cap.ranges()]
+    def reconcile(self, workflow: str, mark: int | None) -> None:
+        """Settle runs still marked ``captured`` against the watermark, which is the truth.
+
+        A run whose watermark move landed but whose log update did not (a crash
+        between the two) is ``committed``; any other unfinished run is ``abandoned``.
+        """
         with self.catalog.engine.begin() as conn:
             conn.execute(
-                text("UPDATE ips_capture_log SET status = 'abandoned' WHERE workflow = :w AND status = 'captured'"),
-                {"w": cap.workflow},
+                text(
+                    "UPDATE ips_capture_log SET status = CASE WHEN to_snapshot_id = :mark "
+                    "THEN 'committed' ELSE 'abandoned' END WHERE workflow = :w AND status = 'captured'"
+                ),
+                {"w": workflow, "mark": mark},
             )
+
+    def record_capture(self, cap: Capture) -> int:
+        """Log a capture as ``captured`` (reconcile earlier runs first)."""
+        ranges = [[a.isoformat(), b.isoformat()] for a, b in cap.ranges()]
+        with self.catalog.engine.begin() as conn:
             result = conn.execute(
                 text(
                     "INSERT INTO ips_capture_log (workflow, input_table, from_snapshot_id, to_snapshot_id, "

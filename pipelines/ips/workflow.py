@@ -47,6 +47,7 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
     with ctx.recorder.phase("capture"):
         source = ctx.catalog.load_table(wf.input_table)
         mark = watermark(source, wf.name)
+        log.reconcile(wf.name, mark)
         cap = ip_capture(ctx.catalog, wf.name, source, mark, wf.range_field)
         run_id = log.record_capture(cap) if cap.to_snapshot_id != mark else None
     ctx.recorder.note(
