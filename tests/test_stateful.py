@@ -261,6 +261,7 @@ class IpsMachine(RuleBasedStateMachine):
         """A privacy request: every event of one account leaves the source (a DELETE/OVERWRITE)."""
         account = data.draw(st.sampled_from(sorted({e.account_id for e in self.originals.values()})))
         self.catalog.load_table(SOURCE_TABLE).delete(f"account_id = {account}")
+        event("delete_an_account")
         self.originals = {i: e for i, e in self.originals.items() if e.account_id != account}
         self.ips_current = self.lookback_current = False
 
