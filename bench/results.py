@@ -29,7 +29,7 @@ TOTAL_KEYS = (
     "commits",
 )
 RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
-PHASE_KEYS = ("capture_s", "plan_s", "probe_s", "transform_s", "write_s", "commit_s")
+PHASE_KEYS = ("capture_s", "icdc_s", "plan_s", "probe_s", "transform_s", "write_s", "commit_s")
 SCENARIO_KEYS = (
     "preset",
     "events_per_day",

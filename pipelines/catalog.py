@@ -13,7 +13,6 @@ from pathlib import Path
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
     DateType,
@@ -135,7 +134,3 @@ def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...], ips_merge_mo
             catalog.create_table_if_not_exists(
                 f"{ns}.{t.stage}", t.schema, partition_spec=t.spec, properties=properties
             )
-
-
-def target_table(catalog: SqlCatalog, strategy: str, stage: str) -> Table:
-    return catalog.load_table(f"{strategy}.{stage}")

@@ -23,7 +23,7 @@ PUBLISHED = {
 }
 # Within this factor of Netflix's ~10 % counts as "close to" it.
 CLOSE_TO_PUBLISHED = 2.0
-OVERHEAD_PHASES = ("capture_s", "plan_s", "commit_s")
+OVERHEAD_PHASES = ("capture_s", "icdc_s", "plan_s", "commit_s")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _scale_notes(summary: dict[str, Any], st: Stages) -> list[str]:
     if ips_wall:
         overhead = sum(st.sum("ips", (STAGE_1, STAGE_2A, STAGE_2B), k) for k in OVERHEAD_PHASES)
         notes.append(
-            f"Capture, planning and commit (per-run costs, whatever the volume) are "
+            f"Capture, ICDC build, planning and commit (per-run costs, whatever the volume) are "
             f"{100 * overhead / ips_wall:.0f} % "
             "of IPS's wall time in this run."
         )

@@ -207,8 +207,9 @@ def _stage_lines(summary: dict[str, Any], repeats: int) -> list[str]:
         "## Per stage",
         "",
         f"| strategy | stage | pattern | wall s{spread} | rows read | partitions written | "
-        "capture s | plan s | probe s | transform s | write s | commit s | peak RSS MiB | IPS/lookback wall |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "capture s | ICDC build s | plan s | probe s | transform s | write s | commit s | peak RSS MiB | "
+        "IPS/lookback wall |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary["stages"]:
         ratio = s.get("ratio_over_lookback", {}).get("wall_s")

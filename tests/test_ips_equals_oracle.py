@@ -159,3 +159,25 @@ def test_upstream_delete_and_compaction_are_handled(tmp_path: Path) -> None:
     assert_equal_to_oracle(catalog)
     run_ips_day(catalog, batch(days[2]))
     assert_equal_to_oracle(catalog)
+
+
+def test_delete_after_a_crashed_first_run(tmp_path: Path) -> None:
+    """Found by the stateful test: the first run writes, crashes before IpCommit, then the
+    source loses those events; the retry must not keep the rows the crashed run wrote."""
+    from datagen.ingest import ingest_batch
+    from pipelines.catalog import SOURCE_TABLE
+    from pipelines.context import StageContext
+    from pipelines.engine import DuckDBEngine
+    from pipelines.ips import workflow
+
+    catalog = fresh(tmp_path)
+    ingest_batch(catalog, batch([Event("k1", 1, 10, "US", "tv", at(0, 0), 1, at(0, 23))]))
+    seen: list[str] = []
+    engine = DuckDBEngine()
+    with pytest.raises(InjectedCrash):
+        workflow.run_stage(StageContext(catalog, engine, fault=crash_at("after_write", seen)), "playback_daily")
+    catalog.load_table(SOURCE_TABLE).delete("account_id = 1")
+    engine.close()
+    run_ips(catalog)
+    assert_equal_to_oracle(catalog)
+    assert catalog.load_table("ips.playback_daily").scan().to_arrow().num_rows == 0

@@ -58,7 +58,7 @@ def catalog(warehouse: Path) -> Iterator[SqlCatalog]:
 def spark(warehouse: Path) -> Iterator[SparkSession]:
     from pipelines.spark_session import spark_session  # raises SparkUnavailable naming what to install
 
-    session = spark_session(warehouse, master="local[2]")
+    session = spark_session(warehouse, master="local[*]")  # the engine tests may have started this application
     yield session
     session.stop()
 
@@ -135,7 +135,7 @@ def test_a_second_warehouse_gets_its_own_catalog(spark: SparkSession, tmp_path: 
     create_tables(cat, ())
     ingest_batch(cat, batch([Event("x1", 9, 1, "FR", "tv", at(0, 0), 5, at(0, 1))]))
     cat.engine.dispose()
-    session = spark_session(other, master="local[2]")
+    session = spark_session(other, master="local[*]")  # the engine tests may have started this application
     assert session is not spark
     assert [r[0] for r in session.sql("SELECT event_id FROM ipsbench.source.playback").collect()] == ["x1"]
     # the first session still reads its own warehouse

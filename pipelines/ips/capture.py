@@ -159,7 +159,7 @@ def _is_compaction(snapshot: Snapshot) -> bool:
 def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     """Walk the parent chain from the current snapshot back to ``from_exclusive``.
 
-    A first run (no watermark) takes every live file of the current snapshot.
+    A first run (no watermark) walks the whole chain, from the table's first snapshot.
 
     Raises:
         NonAppendSnapshot: a snapshot's operation is not one IPS knows how to handle.
@@ -169,17 +169,27 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     name = ".".join(table.name())
     if current is None or current.snapshot_id == from_exclusive:
         return Walk(current.snapshot_id if current else None)
-    if from_exclusive is None:
-        return Walk(current.snapshot_id, [current.snapshot_id], _live_files(table, current))
     walked: list[Snapshot] = []
     snap: Snapshot | None = current
+    reached_root = False
     while snap is not None and snap.snapshot_id != from_exclusive:
         walked.append(snap)
-        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
-    if snap is None:
+        if snap.parent_snapshot_id is None:
+            reached_root = True
+            break
+        snap = table.snapshot_by_id(snap.parent_snapshot_id)
+    if from_exclusive is not None and (snap is None or snap.snapshot_id != from_exclusive):
         raise WatermarkLost(
             f"{name}: watermark snapshot {from_exclusive} is not an ancestor of current snapshot "
             f"{current.snapshot_id} (rolled back or its history expired)"
+        )
+    if from_exclusive is None and not reached_root:
+        # A first run after the table's early history expired: take every live file
+        # and recompute its partitions whole, as a backfill would (a crashed earlier
+        # attempt may have left rows the source no longer has).
+        files = _live_files(table, current)
+        return Walk(
+            current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, []
         )
     walk = Walk(current.snapshot_id, [s.snapshot_id for s in walked])
     removed: set[str] = set()
@@ -244,8 +254,8 @@ def build_icdc(catalog: Catalog, input_table: Table, workflow: str, files: list[
     return name
 
 
-def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
-    """IpCapture: find the changes, build the ICDC table, derive the change ranges."""
+def find_changes(workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
+    """The changes since ``watermark`` and their change ranges (metadata only; no ICDC table yet)."""
     walk = changed_files(input_table, watermark)
     cap = Capture(
         workflow,
@@ -259,6 +269,12 @@ def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: i
     )
     if cap.files:
         cap.change_dates = change_dates(input_table, cap.files, range_field)
+    return cap
+
+
+def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
+    """IpCapture: find the changes, derive the change ranges, build the ICDC table."""
+    cap = find_changes(workflow, input_table, watermark, range_field)
     if not cap.empty:
         cap.icdc_table = build_icdc(catalog, input_table, workflow, cap.files)
     return cap
