@@ -188,9 +188,7 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
         # and recompute its partitions whole, as a backfill would (a crashed earlier
         # attempt may have left rows the source no longer has).
         files = _live_files(table, current)
-        return Walk(
-            current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, []
-        )
+        return Walk(current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, [])
     walk = Walk(current.snapshot_id, [s.snapshot_id for s in walked])
     removed: set[str] = set()
     for s in reversed(walked):
