@@ -181,3 +181,19 @@ def test_delete_after_a_crashed_first_run(tmp_path: Path) -> None:
     run_ips(catalog)
     assert_equal_to_oracle(catalog)
     assert catalog.load_table("ips.playback_daily").scan().to_arrow().num_rows == 0
+
+
+def test_first_run_after_expiry_cut_the_history(tmp_path: Path) -> None:
+    """Found by the stateful test: expiry removed the source's first snapshot before IPS
+    ever ran; the first run must still see every event (it is a backfill)."""
+    from datagen.ingest import ingest_batch
+    from pipelines.catalog import SOURCE_TABLE
+    from pipelines.maintenance import expire_history
+
+    catalog = fresh(tmp_path)
+    ingest_batch(catalog, batch([Event("f1", 1, 5, "US", "tv", at(0, 0), 1, at(0, 23))]))
+    ingest_batch(catalog, batch([Event("f2", 1, None, "US", "tv", at(0, 0), 1, at(0, 23))]))
+    assert expire_history(catalog.load_table(SOURCE_TABLE)) == 1
+    run_ips(catalog)
+    assert_equal_to_oracle(catalog)
+    assert catalog.load_table("ips.playback_daily").scan().to_arrow().column("event_id").to_pylist() == ["f1"]

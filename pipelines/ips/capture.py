@@ -59,6 +59,7 @@ class Capture:
         change_dates: the event dates the captured files cover.
         rewritten_dates: partitions touched by OVERWRITE/DELETE snapshots: recomputed whole.
         non_append: ``(snapshot_id, operation)`` of every non-APPEND snapshot walked.
+        first_run: no watermark yet: a backfill, every partition recomputed whole.
     """
 
     workflow: str
@@ -71,6 +72,7 @@ class Capture:
     change_dates: list[date] = field(default_factory=list)
     rewritten_dates: list[date] = field(default_factory=list)
     non_append: list[tuple[int, str]] = field(default_factory=list)
+    first_run: bool = False
 
     @property
     def empty(self) -> bool:
@@ -119,7 +121,11 @@ def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
     return files
 
 
-def _live_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
+def live_files(table: Table, snapshot: Snapshot | None = None) -> list[DataFile]:
+    """Every live file of ``snapshot`` (default: the current one), from its manifests."""
+    snapshot = snapshot or table.current_snapshot()
+    if snapshot is None:
+        return []
     io = table.io
     return [e.data_file for m in snapshot.manifests(io) for e in m.fetch_manifest_entry(io, discard_deleted=True)]
 
@@ -133,6 +139,7 @@ class Walk:
     appended: list[DataFile] = field(default_factory=list)
     rewritten_days: set[int] = field(default_factory=set)
     non_append: list[tuple[int, str]] = field(default_factory=list)
+    first_run: bool = False
 
 
 def _own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntryStatus, DataFile]]:
@@ -159,7 +166,7 @@ def _is_compaction(snapshot: Snapshot) -> bool:
 def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     """Walk the parent chain from the current snapshot back to ``from_exclusive``.
 
-    A first run (no watermark) walks the whole chain, from the table's first snapshot.
+    A first run (no watermark) takes every live file and marks every partition rewritten.
 
     Raises:
         NonAppendSnapshot: a snapshot's operation is not one IPS knows how to handle.
@@ -169,26 +176,22 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     name = ".".join(table.name())
     if current is None or current.snapshot_id == from_exclusive:
         return Walk(current.snapshot_id if current else None)
+    if from_exclusive is None:
+        # A first run is a backfill: every live file, every partition recomputed whole
+        # (a crashed earlier attempt may have left rows the source no longer has, and
+        # expiry may have cut the chain back to the table's first snapshot).
+        files = live_files(table, current)
+        return Walk(current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, [], True)
     walked: list[Snapshot] = []
     snap: Snapshot | None = current
-    reached_root = False
     while snap is not None and snap.snapshot_id != from_exclusive:
         walked.append(snap)
-        if snap.parent_snapshot_id is None:
-            reached_root = True
-            break
-        snap = table.snapshot_by_id(snap.parent_snapshot_id)
-    if from_exclusive is not None and (snap is None or snap.snapshot_id != from_exclusive):
+        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    if snap is None:
         raise WatermarkLost(
             f"{name}: watermark snapshot {from_exclusive} is not an ancestor of current snapshot "
             f"{current.snapshot_id} (rolled back or its history expired)"
         )
-    if from_exclusive is None and not reached_root:
-        # A first run after the table's early history expired: take every live file
-        # and recompute its partitions whole, as a backfill would (a crashed earlier
-        # attempt may have left rows the source no longer has).
-        files = _live_files(table, current)
-        return Walk(current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, [])
     walk = Walk(current.snapshot_id, [s.snapshot_id for s in walked])
     removed: set[str] = set()
     for s in reversed(walked):
@@ -264,6 +267,7 @@ def find_changes(workflow: str, input_table: Table, watermark: int | None, range
         walk.snapshots,
         rewritten_dates=sorted(EPOCH + timedelta(days=d) for d in walk.rewritten_days),
         non_append=walk.non_append,
+        first_run=walk.first_run,
     )
     if cap.files:
         cap.change_dates = change_dates(input_table, cap.files, range_field)

@@ -8,10 +8,11 @@ exactly-once results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
-from pipelines.ips.capture import Capture, build_icdc, find_changes
+from pipelines.ips.capture import EPOCH, Capture, build_icdc, find_changes, live_files
 from pipelines.ips.patterns import NAMESPACE, PATTERNS
 from pipelines.ips.state import StateLog, ip_commit, watermark
 
@@ -64,6 +65,11 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
     )
     if run_id is None or cap.to_snapshot_id is None:
         return cap  # nothing new: a no-op
+    if cap.first_run:
+        # A backfill replaces the target whole: also the partitions the input no longer has.
+        target = ctx.catalog.load_table(f"{NAMESPACE}.{stage}")
+        held = {EPOCH + timedelta(days=int(f.partition[0])) for f in live_files(target)}
+        cap.rewritten_dates = sorted(set(cap.rewritten_dates) | held)
     ctx.fault("after_capture")
     if not cap.empty:
         PATTERNS[wf.pattern](ctx, cap)
