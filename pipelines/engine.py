@@ -119,7 +119,11 @@ class DuckDBEngine:
             return
         listing = ", ".join(_quote(p) for p in files.paths)
         clause = f" WHERE {where}" if where else ""
-        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{listing}]){clause}')
+        # Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
+        # DuckDB must not turn them into extra hive-partition columns.
+        self._run(
+            f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{listing}], hive_partitioning = false){clause}'
+        )
         self._kinds[name] = "VIEW"
 
     def bind_input(self, name: str, table: Table, files: FileSet, where: str = "") -> None:

@@ -203,3 +203,10 @@ def test_privacy_deletes_upstream(tmp_path: Path) -> None:
     df = pd.read_parquet(out / "results.parquet")
     assert (df.stage == "privacy_delete").sum() == 3
     assert df[(df.strategy == "ips") & (df.stage == "playback_daily")].rewritten_partitions.sum() > 0
+
+
+def test_name_value_folders_in_paths_are_not_hive_columns(tmp_path: Path) -> None:
+    """Found by a sweep: DuckDB must not read "late_fraction=0.1/" folders as extra columns."""
+    out = tmp_path / "late_fraction=0.1,seed=3" / "run"
+    assert main(["run", "--out", str(out), *TINY[:2], "--days", "3", "--warmup-days", "1", "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["correctness"]["ips"]["equal_to_oracle"]
