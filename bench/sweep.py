@@ -36,6 +36,7 @@ from bench.cli import (
     cmd_report,
     scenario_from_args,
 )
+from bench.results import PHASE_KEYS, TOTAL_KEYS
 from bench.scenario import BadScenario, Scenario
 
 SWEEP_RESULTS = "sweep_results.parquet"
@@ -62,24 +63,7 @@ VARIABLES: dict[str, Callable[[str], Any]] = {
 EVENTS_FILE_VARIABLES = ("lookback_days",)
 STRATEGIES = ("lookback", "ips")
 TOTAL_STAGE = "total"
-FIGURES = (
-    "wall_s",
-    "cpu_s",
-    "rows_read",
-    "bytes_read",
-    "files_read",
-    "rows_written",
-    "bytes_written",
-    "files_written",
-    "commits",
-    "partitions_written",
-    "capture_s",
-    "plan_s",
-    "probe_s",
-    "transform_s",
-    "write_s",
-    "commit_s",
-)
+FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
 SPREAD_KEYS = ("wall_s", "cpu_s")
 RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
 RATIO_COLUMNS = tuple(f"ips_over_lookback_{k}" for k in RATIO_KEYS)
