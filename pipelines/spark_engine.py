@@ -97,30 +97,28 @@ class SparkEngine:
             len(dates),
         )
 
+    def _merge(
+        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], actions: str
+    ) -> None:
+        """MERGE INTO target USING (sql) ON keys, the target pruned to ``dates``."""
+        self.bind_sql("merge_source", sql)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        statement = (
+            f"MERGE INTO {identifier(target)} t USING merge_source s "
+            f"ON {on} AND {in_dates('t.event_date', dates)} {actions}"
+        )
+        ctx.fault("before_write")
+        self._commit(ctx, target, lambda: self.spark.sql(statement), len(dates))
+
     def insert_missing(
         self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
     ) -> None:
-        self.bind_sql("merge_source", sql)
-        ctx.fault("before_write")
-        statement = (
-            f"MERGE INTO {identifier(target)} t USING merge_source s "
-            f"ON t.`{key}` = s.`{key}` AND {in_dates('t.event_date', dates)} "
-            "WHEN NOT MATCHED THEN INSERT *"
-        )
-        self._commit(ctx, target, lambda: self.spark.sql(statement), len(dates))
+        self._merge(ctx, target, sql, (key,), dates, "WHEN NOT MATCHED THEN INSERT *")
 
     def merge_by_key(
         self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
     ) -> None:
-        self.bind_sql("merge_source", sql)
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        ctx.fault("before_write")
-        statement = (
-            f"MERGE INTO {identifier(target)} t USING merge_source s "
-            f"ON {on} AND {in_dates('t.event_date', dates)} "
-            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-        )
-        self._commit(ctx, target, lambda: self.spark.sql(statement), len(dates))
+        self._merge(ctx, target, sql, keys, dates, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
 
     def close(self) -> None:
         for name in list(self._cached):

@@ -153,6 +153,18 @@ def _memory_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def machine_lines(summary: dict[str, Any]) -> list[str]:
+    """The machine and commit a result was measured on, as a report paragraph."""
+    m = summary.get("machine", {})
+    if not m:
+        return []
+    return [
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, "
+        f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB; commit `{(m.get('git_commit') or '?')[:10]}`.",
+        "",
+    ]
+
+
 def _header_lines(summary: dict[str, Any], repeats: int) -> list[str]:
     sc = summary["scenario"]
     lines = [
@@ -165,13 +177,7 @@ def _header_lines(summary: dict[str, Any], repeats: int) -> list[str]:
         f"seed {sc['seed']}" + (f", {repeats} repeats (figures are medians over them)." if repeats > 1 else "."),
         "",
     ]
-    m = summary.get("machine", {})
-    if m:
-        lines += [
-            f"Machine: {m.get('cpu')}, {m.get('cores')} cores, "
-            f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB; commit `{(m.get('git_commit') or '?')[:10]}`.",
-            "",
-        ]
+    lines += machine_lines(summary)
     return lines
 
 

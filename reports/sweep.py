@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.sweep import SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE
 from reports.crossover import crossings, describe, use_log_scale
+from reports.render import machine_lines
 
 STAGE_LABELS = {
     "playback_daily": "stage 1 (MERGE)",
@@ -333,13 +334,7 @@ def render_sweep(out: Path) -> Path:
         + f", engine {summary.get('engine')}, repeats {sc.get('repeats')}.",
         "",
     ]
-    m = summary.get("machine", {})
-    if m:
-        lines += [
-            f"Machine: {m.get('cpu')}, {m.get('cores')} cores, "
-            f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB; commit `{(m.get('git_commit') or '?')[:10]}`.",
-            "",
-        ]
+    lines += machine_lines(summary)
     complete = "" if summary.get("complete") else " The sweep did not finish: only the points listed ran."
     lines += [
         f"**{n_passed} of {len(summary['points'])} points passed** (IPS equal to the oracle, every "
