@@ -15,7 +15,7 @@ from pyiceberg.catalog import Catalog
 
 from datagen.model import SOURCE_ARROW_SCHEMA
 from pipelines.catalog import SOURCE_TABLE
-from pipelines.iceberg_io import conform
+from pipelines.iceberg_io import append_files
 
 
 class BadEventsFile(ValueError):
@@ -27,7 +27,7 @@ def ingest_batch(catalog: Catalog, batch: pa.Table) -> int | None:
     if batch.num_rows == 0:
         return None
     table = catalog.load_table(SOURCE_TABLE)
-    table.append(conform(table, batch))
+    append_files(table, batch)
     return table.metadata.current_snapshot_id
 
 

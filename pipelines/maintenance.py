@@ -19,13 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 
+from pipelines.iceberg_io import data_files, live_data_files
 from pipelines.ips.capture import COMPACTION_PROPERTY
 
 
@@ -67,8 +68,8 @@ def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
         return 0, 0
     by_partition: dict[Any, list[DataFile]] = defaultdict(list)
     for manifest in snapshot.manifests(table.io):
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            by_partition[entry.data_file.partition].append(entry.data_file)
+        for f in live_data_files(manifest, table.io):
+            by_partition[f.partition].append(f)
     groups = [files for files in by_partition.values() if len(files) >= min_files]
     if not groups:
         return 0, 0
@@ -76,7 +77,7 @@ def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
     schema = schema_to_pyarrow(table.schema(), include_field_ids=False)
     rows = pa.concat_tables([pq.read_table(f.file_path.removeprefix("file://"), schema=schema) for f in old])
     commit_uuid = uuid.uuid4()
-    new = list(_dataframe_to_data_files(table.metadata, rows, table.io, write_uuid=commit_uuid))
+    new = data_files(table.metadata, rows, table.io, commit_uuid)
     with table.transaction() as tx:
         replace = _OverwriteFiles(
             operation=Operation.OVERWRITE,
