@@ -10,7 +10,8 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 from pyiceberg.conversions import to_bytes
-from pyiceberg.expressions import In
+from pyiceberg.expressions import In, Reference
+from pyiceberg.expressions.literals import DateLiteral
 from pyiceberg.expressions.visitors import manifest_evaluator
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import ManifestFile, PartitionFieldSummary
@@ -19,7 +20,7 @@ from pyiceberg.types import DateType
 from bench.metrics import StageRecorder
 from pipelines import pyiceberg_patches
 from pipelines.catalog import TARGETS, create_tables
-from pipelines.iceberg_io import EPOCH, data_files, live_data_files, overwrite_partitions, partition_files
+from pipelines.iceberg_io import data_files, live_data_files, overwrite_partitions, partition_files
 
 
 def _manifest(i: int, day: int) -> ManifestFile:
@@ -48,7 +49,9 @@ def test_manifest_evaluator_judges_each_manifest_by_its_own_summaries(tiny_switc
     spec = TARGETS["playback_daily_agg"].spec
     schema = TARGETS["playback_daily_agg"].schema
     wanted = range(20_100, 20_111)
-    evaluate = manifest_evaluator(spec, schema, In("event_date", [EPOCH + timedelta(days=d) for d in wanted]))
+    evaluate = manifest_evaluator(
+        spec, schema, In(term=Reference("event_date"), values={DateLiteral(d) for d in wanted})
+    )
     manifests = [_manifest(i, 20_000 + i % 400) for i in range(4000)]
     expected = [20_100 <= 20_000 + i % 400 <= 20_110 for i in range(4000)]
     for _ in range(12):
