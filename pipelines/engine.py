@@ -9,7 +9,9 @@ The embedded default is DuckDB, writing through pyiceberg.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,7 +20,7 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions
+from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions_from
 
 if TYPE_CHECKING:
     from pipelines.context import StageContext
@@ -87,10 +89,17 @@ class DuckDBEngine:
     """
 
     name = "duckdb"
+    # DuckDB's own memory (temp tables, joins, windows); beyond it, it spills to disk.
+    MEMORY_LIMIT = "2GB"
+    # A stage's output reaches pyiceberg in chunks of whole partitions of about this many rows.
+    CHUNK_ROWS = 3_000_000
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, memory_limit: str = MEMORY_LIMIT) -> None:
         self.con = duckdb.connect()
+        self._spill = tempfile.mkdtemp(prefix="ipsbench-duckdb-")
         self._run("SET TimeZone = 'UTC'")
+        self._run(f"SET memory_limit = '{memory_limit}'")
+        self._run(f"SET temp_directory = {_quote(self._spill)}")
         if threads:
             self._run(f"SET threads = {int(threads)}")
         self._kinds: dict[str, str] = {}
@@ -152,12 +161,29 @@ class DuckDBEngine:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
+    def chunks(self, name: str, dates: Sequence[date]) -> Iterator[pa.Table]:
+        """The rows of relation ``name``, as Arrow tables each holding whole ``event_date`` partitions."""
+        counts = self.con.execute(f'SELECT event_date, COUNT(*) FROM "{name}" GROUP BY event_date').fetchall()
+        if sum(n for _, n in counts) <= self.CHUNK_ROWS:
+            yield self.query(f'SELECT * FROM "{name}"')
+            return
+        group: list[date] = []
+        rows = 0
+        for day, n in sorted(counts):
+            if group and rows + n > self.CHUNK_ROWS:
+                yield self.query(f'SELECT * FROM "{name}" WHERE {in_dates("event_date", group)}')
+                group, rows = [], 0
+            group.append(day)
+            rows += n
+        if group:
+            yield self.query(f'SELECT * FROM "{name}" WHERE {in_dates("event_date", group)}')
+
     def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
         with ctx.recorder.phase("transform"):
-            out = self.query(sql)
+            self.materialize("stage_output", sql)
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions(target, out, dates, ctx.recorder)
+            overwrite_partitions_from(target, self.chunks("stage_output", dates), dates, ctx.recorder)
 
     def insert_missing(
         self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
@@ -182,13 +208,15 @@ class DuckDBEngine:
             self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
             # Copy-on-write: the touched partitions are rewritten whole, unchanged keys included.
-            merged = self.query(
+            self.materialize(
+                "stage_output",
                 f"SELECT o.* FROM merge_target o WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on}) "
-                "UNION ALL SELECT * FROM merge_source"
+                "UNION ALL SELECT * FROM merge_source",
             )
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions(target, merged, dates, ctx.recorder)
+            overwrite_partitions_from(target, self.chunks("stage_output", dates), dates, ctx.recorder)
 
     def close(self) -> None:
         self.con.close()
+        shutil.rmtree(self._spill, ignore_errors=True)

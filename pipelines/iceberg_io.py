@@ -124,7 +124,13 @@ def conform(table: Table, data: pa.Table) -> pa.Table:
     return data.select(target.names).cast(target)
 
 
-def data_files(metadata: TableMetadata, data: pa.Table, io: FileIO, write_uuid: uuid.UUID) -> list[DataFile]:
+def data_files(
+    metadata: TableMetadata,
+    data: pa.Table,
+    io: FileIO,
+    write_uuid: uuid.UUID,
+    counter: itertools.count[int] | None = None,
+) -> list[DataFile]:
     """Write ``data`` as Parquet data files of the table ``metadata`` describes, one per partition.
 
     Like pyiceberg's own writer, but the rows are split into partitions by one
@@ -136,7 +142,7 @@ def data_files(metadata: TableMetadata, data: pa.Table, io: FileIO, write_uuid: 
     if data.num_rows == 0:
         return []
     if len(spec.fields) != 1:
-        return list(_dataframe_to_data_files(metadata, data, io, write_uuid=write_uuid))
+        return list(_dataframe_to_data_files(metadata, data, io, write_uuid=write_uuid, counter=counter))
     schema = metadata.schema()
     part = spec.fields[0]
     column = schema.find_column_name(part.source_id)
@@ -154,7 +160,7 @@ def data_files(metadata: TableMetadata, data: pa.Table, io: FileIO, write_uuid: 
     task_schema = pyarrow_to_schema(
         data.schema, name_mapping=schema.name_mapping, format_version=metadata.format_version
     )
-    counter = itertools.count(0)
+    counter = counter or itertools.count(0)
     tasks = []
     start = 0
     for end, value in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
@@ -190,18 +196,29 @@ def added_since(table: Table, before: int | None) -> WriteStats:
 
 
 def overwrite_partitions(table: Table, data: pa.Table, dates: Sequence[date], recorder: Recorder) -> WriteStats:
-    """Replace exactly the ``event_date`` partitions ``dates`` with ``data``.
+    """Replace exactly the ``event_date`` partitions ``dates`` with ``data``."""
+    return overwrite_partitions_from(table, [data], dates, recorder)
+
+
+def overwrite_partitions_from(
+    table: Table, chunks: Iterable[pa.Table], dates: Sequence[date], recorder: Recorder
+) -> WriteStats:
+    """Replace exactly the ``event_date`` partitions ``dates`` with the rows of ``chunks``.
 
     One OVERWRITE snapshot that removes the partitions' files and adds the new
     ones (Iceberg's replace-partitions), instead of pyiceberg's delete-then-append
-    pair of snapshots.
+    pair of snapshots. Each chunk is written to files before the next is asked
+    for, so memory holds one chunk, not the whole output; a partition's rows
+    must all be in one chunk (one file per partition).
     """
     if not dates:
         return WriteStats()
-    data = conform(table, data)
     old = partition_files(table, dates)
     commit_uuid = uuid.uuid4()
-    new = data_files(table.metadata, data, table.io, commit_uuid)
+    counter = itertools.count(0)
+    new = [
+        f for chunk in chunks for f in data_files(table.metadata, conform(table, chunk), table.io, commit_uuid, counter)
+    ]
     if not old and not new:
         return WriteStats()
     before = table.metadata.current_snapshot_id

@@ -12,6 +12,7 @@ into one file per partition, a snapshot IpCapture knows changes no row.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -75,9 +76,20 @@ def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
         return 0, 0
     old = [f for files in groups for f in files]
     schema = schema_to_pyarrow(table.schema(), include_field_ids=False)
-    rows = pa.concat_tables([pq.read_table(f.file_path.removeprefix("file://"), schema=schema) for f in old])
     commit_uuid = uuid.uuid4()
-    new = data_files(table.metadata, rows, table.io, commit_uuid)
+    counter = itertools.count(0)
+    # One partition in memory at a time.
+    new = [
+        f
+        for files in groups
+        for f in data_files(
+            table.metadata,
+            pa.concat_tables([pq.read_table(f.file_path.removeprefix("file://"), schema=schema) for f in files]),
+            table.io,
+            commit_uuid,
+            counter,
+        )
+    ]
     with table.transaction() as tx:
         replace = _OverwriteFiles(
             operation=Operation.OVERWRITE,
