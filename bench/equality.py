@@ -56,6 +56,8 @@ class Verdict:
 
 def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
     """Valid events first arriving ``lookback_days`` or more days late; returns their count."""
+    late = f"date_diff('day', CAST(event_ts AS DATE), CAST(ingest_ts AS DATE)) >= {int(lookback_days)}"
+    # Only an event with at least one copy that late can qualify: group just those.
     return engine.materialize(
         "beyond_window_events",
         f"""
@@ -63,19 +65,78 @@ def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
                MIN(country) AS country
         FROM {PREFIX}events
         WHERE title_id IS NOT NULL AND view_seconds > 0
+          AND event_id IN (SELECT event_id FROM {PREFIX}events WHERE {late})
         GROUP BY event_id
         HAVING date_diff('day', CAST(MIN(event_ts) AS DATE), CAST(MIN(ingest_ts) AS DATE)) >= {int(lookback_days)}
         """,
     )
 
 
-def bind_deleted_upstream(engine: DuckDBEngine, relation: str) -> int:
-    """Events ``relation`` (a strategy's playback_daily) holds that the source no longer has."""
+def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str | None = None) -> int:
+    """Events ``relation`` (a strategy's playback_daily) holds that the source no longer has.
+
+    Args:
+        candidates: a relation of ``event_id``s to look among; such an event is
+            always a stage-1 mismatch, so its mismatched keys suffice.
+    """
+    among = f"d.event_id IN (SELECT event_id FROM {candidates}) AND " if candidates else ""
     return engine.materialize(
         "deleted_upstream_events",
         f"SELECT event_id, event_date, account_id, country FROM {relation} d "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {PREFIX}events e WHERE e.event_id = d.event_id)",
+        f"WHERE {among}NOT EXISTS (SELECT 1 FROM {PREFIX}events e WHERE e.event_id = d.event_id)",
     )
+
+
+# Iceberg type -> the SQL type both sides are cast to before hashing.
+_SQL_TYPES = {"string": "VARCHAR", "long": "BIGINT", "int": "INTEGER", "date": "DATE", "timestamptz": "TIMESTAMPTZ"}
+
+
+def _row_hash(stage: str) -> str:
+    """A 64-bit hash of a row's every column, typed alike on both sides."""
+    fields = TARGETS[stage].schema.fields
+    return "hash(" + ", ".join(f"CAST({f.name} AS {_SQL_TYPES[str(f.field_type)]})" for f in fields) + ")"
+
+
+def _mismatched_keys(engine: DuckDBEngine, stage: str, rel: str, oracle: str) -> int:
+    """Materialize ``mismatched_keys``: keys whose rows differ between ``rel`` and ``oracle``; returns their count.
+
+    Partitions are first compared by fingerprint (row count and the sum of
+    64-bit row hashes); only the partitions whose fingerprints differ are
+    compared row by row, as (key, row hash) multisets. Two different rows
+    compare equal only if their 64-bit hashes collide.
+    """
+    h = _row_hash(stage)
+    key = ", ".join(TARGETS[stage].key)
+
+    def fingerprint(relation: str) -> str:
+        return f"SELECT event_date, COUNT(*) AS n, SUM(CAST({h} AS HUGEINT)) AS s FROM {relation} GROUP BY event_date"
+
+    differing = engine.materialize(
+        "differing_dates",
+        f"SELECT COALESCE(a.event_date, b.event_date) AS event_date FROM ({fingerprint(rel)}) a "
+        f"FULL OUTER JOIN ({fingerprint(oracle)}) b ON a.event_date = b.event_date "
+        "WHERE a.n IS DISTINCT FROM b.n OR a.s IS DISTINCT FROM b.s",
+    )
+    if not differing:
+        engine.materialize("mismatched_keys", f"SELECT {key} FROM {rel} WHERE FALSE")
+        return 0
+
+    def hashes(relation: str) -> str:
+        return f"SELECT {h} AS row_hash FROM {relation} WHERE event_date IN (SELECT event_date FROM differing_dates)"
+
+    # Rows one side holds and the other lacks, as hashes; then the keys holding them.
+    engine.materialize(
+        "mismatched_hashes",
+        f"({hashes(rel)} EXCEPT ALL {hashes(oracle)}) UNION ({hashes(oracle)} EXCEPT ALL {hashes(rel)})",
+    )
+
+    def keys(relation: str) -> str:
+        return (
+            f"SELECT {key} FROM {relation} WHERE event_date IN (SELECT event_date FROM differing_dates) "
+            f"AND {h} IN (SELECT row_hash FROM mismatched_hashes)"
+        )
+
+    return engine.materialize("mismatched_keys", f"{keys(rel)} UNION {keys(oracle)}")
 
 
 def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: str) -> str:
@@ -100,25 +161,17 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
     beyond = deleted = None
     if lookback_days is not None:
         beyond = bind_beyond_window(engine, lookback_days)
-        deleted = bind_deleted_upstream(engine, rels["playback_daily"])
-        engine.materialize(
-            "unseen_events",
-            "SELECT event_id, event_date, account_id, country FROM beyond_window_events "
-            "UNION ALL SELECT event_id, event_date, account_id, country FROM deleted_upstream_events",
-        )
     total = unexplained = 0
     per_stage = {}
-    for stage in STAGES:
-        rel = rels[stage]
-        cols = ", ".join(f.name for f in TARGETS[stage].schema.fields)
-        key = ", ".join(TARGETS[stage].key)
-        oracle = f"{PREFIX}{stage}"
-        engine.materialize(
-            "mismatched_keys",
-            f"SELECT {key} FROM (SELECT {cols} FROM {rel} EXCEPT ALL SELECT {cols} FROM {oracle}) "
-            f"UNION SELECT {key} FROM (SELECT {cols} FROM {oracle} EXCEPT ALL SELECT {cols} FROM {rel})",
-        )
-        mismatched = engine.scalar("SELECT COUNT(*) FROM mismatched_keys")
+    for stage in STAGES:  # playback_daily first: its mismatches name the deleted events
+        mismatched = _mismatched_keys(engine, stage, rels[stage], f"{PREFIX}{stage}")
+        if lookback_days is not None and stage == "playback_daily":
+            deleted = bind_deleted_upstream(engine, rels["playback_daily"], "mismatched_keys")
+            engine.materialize(
+                "unseen_events",
+                "SELECT event_id, event_date, account_id, country FROM beyond_window_events "
+                "UNION ALL SELECT event_id, event_date, account_id, country FROM deleted_upstream_events",
+            )
         stage_unexplained = mismatched
         if beyond is not None and mismatched:
             # Keys of rank rows do not carry the date/country pair directly: join on them.
