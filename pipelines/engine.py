@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions_from
+from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions_from, plan_dates
 
 if TYPE_CHECKING:
     from pipelines.context import StageContext
@@ -32,6 +33,30 @@ def in_dates(column: str, dates: Sequence[date]) -> str:
         return "FALSE"
     listed = ", ".join(f"DATE '{d.isoformat()}'" for d in dates)
     return f"{column} IN ({listed})"
+
+
+@dataclass(frozen=True)
+class PartitionedInput:
+    """How to bind a stage's input to a subset of its dates.
+
+    Every stage's logic is local to an ``event_date`` partition (an event_id
+    lives in one date), so an engine may evaluate a stage a few dates at a
+    time, holding less at once, and get the same rows.
+
+    Attributes:
+        bind: binds the input relation to the rows of the given dates only.
+        rows: how many input rows all the dates hold (to size the pieces).
+    """
+
+    bind: Callable[[Sequence[date]], None]
+    rows: int
+
+
+def partitioned_input(engine: Engine, relation: str, table: Table, date_column: str, rows: int) -> PartitionedInput:
+    """Pieces that bind ``relation`` to the rows of ``table`` whose ``date_column`` is one of the given dates."""
+    return PartitionedInput(
+        lambda some: engine.bind_input(relation, table, plan_dates(table, some), in_dates(date_column, some)), rows
+    )
 
 
 def arrow_schema(table: Table) -> pa.Schema:
@@ -54,8 +79,19 @@ class Engine(Protocol):
 
     def scalar(self, sql: str) -> int: ...
 
-    def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
-        """INSERT OVERWRITE: the ``event_date`` partitions ``dates`` of ``target`` become ``sql``'s rows."""
+    def replace_partitions(
+        self,
+        ctx: StageContext,
+        target: Table,
+        sql: str,
+        dates: Sequence[date],
+        pieces: PartitionedInput | None = None,
+    ) -> None:
+        """INSERT OVERWRITE: the ``event_date`` partitions ``dates`` of ``target`` become ``sql``'s rows.
+
+        ``pieces``, when given, lets the engine evaluate ``sql`` a few dates at a
+        time (the input is bound for all ``dates`` beforehand either way).
+        """
 
     def insert_missing(
         self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
@@ -107,6 +143,10 @@ class DuckDBEngine:
     def _run(self, sql: str) -> None:
         # DuckDB 2.0 keeps a statement's result open until drained.
         self.con.execute(sql).fetchall()
+
+    def execute(self, sql: str) -> None:
+        """Run a statement that returns no rows (e.g. INSERT INTO a temp table)."""
+        self._run(sql)
 
     def _drop(self, name: str) -> None:
         kind = self._kinds.pop(name, None)
@@ -178,9 +218,24 @@ class DuckDBEngine:
         if group:
             yield self.query(f'SELECT * FROM "{name}" WHERE {in_dates("event_date", group)}')
 
-    def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
+    def replace_partitions(
+        self,
+        ctx: StageContext,
+        target: Table,
+        sql: str,
+        dates: Sequence[date],
+        pieces: PartitionedInput | None = None,
+    ) -> None:
         with ctx.recorder.phase("transform"):
-            self.materialize("stage_output", sql)
+            self.materialize("stage_output", sql if pieces is None else f"SELECT * FROM ({sql}) AS o WHERE FALSE")
+            if pieces is not None:
+                # About CHUNK_ROWS input rows per piece: a window or join over fewer rows
+                # needs less memory (no spilling) and the result is the same.
+                per_piece = max(1, self.CHUNK_ROWS * len(dates) // max(pieces.rows, 1))
+                ordered = sorted(dates)
+                for i in range(0, len(ordered), per_piece):
+                    pieces.bind(ordered[i : i + per_piece])
+                    self.execute(f'INSERT INTO "stage_output" {sql}')
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
             overwrite_partitions_from(target, self.chunks("stage_output", dates), dates, ctx.recorder)

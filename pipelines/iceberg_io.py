@@ -11,7 +11,7 @@ import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,6 +100,15 @@ def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFi
         bucket = data if manifest.content == ManifestContent.DATA else deletes
         bucket.extend(f for f in live_data_files(manifest, table.io) if f.partition[0] in wanted)
     return data, deletes
+
+
+def partition_dates(table: Table) -> list[date]:
+    """The dates of the table's non-empty day partitions (metadata only)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    days = {f.partition[0] for m in snapshot.manifests(table.io) for f in live_data_files(m, table.io)}
+    return sorted(EPOCH + timedelta(days=d) for d in days)
 
 
 def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
-from pipelines.engine import in_dates
+from pipelines.engine import in_dates, partitioned_input
 from pipelines.iceberg_io import plan_dates
 
 STRATEGY = "lookback"
@@ -35,15 +35,16 @@ def run_stage(ctx: StageContext, stage: str, processing_date: date, lookback_day
     dates = window_dates(processing_date, lookback_days)
     if stage == "playback_daily":
         source = ctx.catalog.load_table(SOURCE_TABLE)
-        where = in_dates("CAST(event_ts AS DATE)", dates)
+        column = "CAST(event_ts AS DATE)"
     else:
         source = ctx.catalog.load_table(f"{STRATEGY}.playback_daily")
-        where = in_dates("event_date", dates)
+        column = "event_date"
     target = ctx.catalog.load_table(f"{STRATEGY}.{stage}")
     relation = logic.STAGE_INPUT[stage]
     with ctx.recorder.phase("plan"):
         files = plan_dates(source, dates)
     ctx.recorder.read(files.rows, files.bytes, files.files)
     ctx.recorder.note(pattern="lookback", partitions=len(dates))
-    ctx.engine.bind_input(relation, source, files, where)
-    ctx.engine.replace_partitions(ctx, target, logic.stage_sql(stage, relation), dates)
+    ctx.engine.bind_input(relation, source, files, in_dates(column, dates))
+    pieces = partitioned_input(ctx.engine, relation, source, column, files.rows)
+    ctx.engine.replace_partitions(ctx, target, logic.stage_sql(stage, relation), dates, pieces)

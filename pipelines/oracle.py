@@ -8,10 +8,11 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE, STAGES
-from pipelines.engine import DuckDBEngine
-from pipelines.iceberg_io import plan
+from pipelines.engine import DuckDBEngine, in_dates
+from pipelines.iceberg_io import FileSet, partition_dates, plan, plan_dates
 
 PREFIX = "oracle_"
+EVENT_DATE = "CAST(event_ts AS DATE)"
 
 
 def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
@@ -21,14 +22,22 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
         The relation holding the oracle's result for each stage.
     """
     source = catalog.load_table(SOURCE_TABLE)
-    engine.bind_files(
-        f"{PREFIX}events", plan(source, AlwaysTrue()), schema_to_pyarrow(source.schema(), include_field_ids=False)
-    )
-    inputs = {"playback_daily": f"{PREFIX}events"}
+    schema = schema_to_pyarrow(source.schema(), include_field_ids=False)
+    everything = plan(source, AlwaysTrue())
+    # Stage 1 a few dates at a time (its logic is local to a date): its window
+    # then never holds all events at once.
+    stage1 = logic.stage_sql("playback_daily", f"{PREFIX}events_piece")
+    engine.bind_files(f"{PREFIX}events_piece", FileSet(), schema)
+    engine.materialize(f"{PREFIX}playback_daily", f"SELECT * FROM ({stage1}) AS o WHERE FALSE")
+    dates = partition_dates(source)
+    per_piece = max(1, engine.CHUNK_ROWS * len(dates) // max(everything.rows, 1))
+    for i in range(0, len(dates), per_piece):
+        some = dates[i : i + per_piece]
+        engine.bind_files(f"{PREFIX}events_piece", plan_dates(source, some), schema, in_dates(EVENT_DATE, some))
+        engine.execute(f"INSERT INTO {PREFIX}playback_daily {stage1}")
+    engine.bind_files(f"{PREFIX}events", everything, schema)
+    out = {"playback_daily": f"{PREFIX}playback_daily"}
     for stage in STAGES[1:]:
-        inputs[stage] = f"{PREFIX}playback_daily"
-    out = {}
-    for stage in STAGES:
-        engine.materialize(f"{PREFIX}{stage}", logic.stage_sql(stage, inputs[stage]))
+        engine.materialize(f"{PREFIX}{stage}", logic.stage_sql(stage, f"{PREFIX}playback_daily"))
         out[stage] = f"{PREFIX}{stage}"
     return out

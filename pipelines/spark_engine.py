@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyiceberg.table import Table
 
 from pipelines.catalog import CATALOG_NAME
-from pipelines.engine import in_dates
+from pipelines.engine import PartitionedInput, in_dates
 from pipelines.iceberg_io import FileSet, added_since
 from pipelines.spark_session import spark_session
 
@@ -83,7 +83,15 @@ class SparkEngine:
             stats = added_since(target, before)
             ctx.recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
 
-    def replace_partitions(self, ctx: StageContext, target: Table, sql: str, dates: Sequence[date]) -> None:
+    def replace_partitions(
+        self,
+        ctx: StageContext,
+        target: Table,
+        sql: str,
+        dates: Sequence[date],
+        pieces: PartitionedInput | None = None,
+    ) -> None:
+        # Spark plans the whole input at once and spills by itself: ``pieces`` is not needed.
         if not dates:
             return
         from pyspark.sql.functions import expr

@@ -20,7 +20,7 @@ from pyiceberg.expressions import AlwaysTrue
 
 from pipelines import logic
 from pipelines.context import StageContext
-from pipelines.engine import in_dates
+from pipelines.engine import in_dates, partitioned_input
 from pipelines.iceberg_io import FileSet, plan, plan_dates
 from pipelines.ips.capture import Capture
 
@@ -41,7 +41,8 @@ def _recompute_stage1(ctx: StageContext, cap: Capture) -> None:
         files = plan_dates(source, dates)
     _read(ctx, files)
     ctx.engine.bind_input("events", source, files, in_dates(EVENT_DATE_OF_TS, dates))
-    ctx.engine.replace_partitions(ctx, target, logic.stage_sql("playback_daily", "events"), dates)
+    pieces = partitioned_input(ctx.engine, "events", source, EVENT_DATE_OF_TS, files.rows)
+    ctx.engine.replace_partitions(ctx, target, logic.stage_sql("playback_daily", "events"), dates, pieces)
 
 
 def merge(ctx: StageContext, cap: Capture) -> None:
@@ -105,7 +106,8 @@ def range_partitions(ctx: StageContext, cap: Capture) -> None:
         daily_files = plan_dates(daily, dates)
     _read(ctx, daily_files)
     ctx.engine.bind_input("daily", daily, daily_files, in_dates("event_date", dates))
-    ctx.engine.replace_partitions(ctx, target, logic.stage_sql("title_daily_rank", "daily"), dates)
+    pieces = partitioned_input(ctx.engine, "daily", daily, "event_date", daily_files.rows)
+    ctx.engine.replace_partitions(ctx, target, logic.stage_sql("title_daily_rank", "daily"), dates, pieces)
 
 
 PATTERNS: dict[str, Callable[[StageContext, Capture], None]] = {
