@@ -72,18 +72,23 @@ def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
     )
 
 
-def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str | None = None) -> int:
+def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str) -> int:
     """Events ``relation`` (a strategy's playback_daily) holds that the source no longer has.
 
     Args:
         candidates: a relation of ``event_id``s to look among; such an event is
             always a stage-1 mismatch, so its mismatched keys suffice.
     """
-    among = f"d.event_id IN (SELECT event_id FROM {candidates}) AND " if candidates else ""
+    engine.materialize(
+        "held_events",
+        f"SELECT event_id, event_date, account_id, country FROM {relation} "
+        f"WHERE event_id IN (SELECT event_id FROM {candidates})",
+    )
+    # Look the few held events up in the source (hash table on them), not the source up in them.
     return engine.materialize(
         "deleted_upstream_events",
-        f"SELECT event_id, event_date, account_id, country FROM {relation} d "
-        f"WHERE {among}NOT EXISTS (SELECT 1 FROM {PREFIX}events e WHERE e.event_id = d.event_id)",
+        "SELECT * FROM held_events WHERE event_id NOT IN "
+        f"(SELECT event_id FROM {PREFIX}events WHERE event_id IN (SELECT event_id FROM held_events))",
     )
 
 
