@@ -52,6 +52,14 @@ class PartitionedInput:
     rows: int
 
 
+def date_pieces(dates: Sequence[date], rows: int, piece_rows: int) -> Iterator[list[date]]:
+    """``dates`` in order, in runs of about ``piece_rows`` of the ``rows`` they hold (at least one date each)."""
+    per_piece = max(1, piece_rows * len(dates) // max(rows, 1))
+    ordered = sorted(dates)
+    for i in range(0, len(ordered), per_piece):
+        yield ordered[i : i + per_piece]
+
+
 def partitioned_input(engine: Engine, relation: str, table: Table, date_column: str, rows: int) -> PartitionedInput:
     """Pieces that bind ``relation`` to the rows of ``table`` whose ``date_column`` is one of the given dates."""
     return PartitionedInput(
@@ -201,7 +209,7 @@ class DuckDBEngine:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    def chunks(self, name: str, dates: Sequence[date]) -> Iterator[pa.Table]:
+    def chunks(self, name: str) -> Iterator[pa.Table]:
         """The rows of relation ``name``, as Arrow tables each holding whole ``event_date`` partitions."""
         counts = self.con.execute(f'SELECT event_date, COUNT(*) FROM "{name}" GROUP BY event_date').fetchall()
         if sum(n for _, n in counts) <= self.CHUNK_ROWS:
@@ -231,14 +239,12 @@ class DuckDBEngine:
             if pieces is not None:
                 # About CHUNK_ROWS input rows per piece: a window or join over fewer rows
                 # needs less memory (no spilling) and the result is the same.
-                per_piece = max(1, self.CHUNK_ROWS * len(dates) // max(pieces.rows, 1))
-                ordered = sorted(dates)
-                for i in range(0, len(ordered), per_piece):
-                    pieces.bind(ordered[i : i + per_piece])
+                for some in date_pieces(dates, pieces.rows, self.CHUNK_ROWS):
+                    pieces.bind(some)
                     self.execute(f'INSERT INTO "stage_output" {sql}')
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, self.chunks("stage_output", dates), dates, ctx.recorder)
+            overwrite_partitions_from(target, self.chunks("stage_output"), dates, ctx.recorder)
 
     def insert_missing(
         self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
@@ -270,7 +276,7 @@ class DuckDBEngine:
             )
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, self.chunks("stage_output", dates), dates, ctx.recorder)
+            overwrite_partitions_from(target, self.chunks("stage_output"), dates, ctx.recorder)
 
     def close(self) -> None:
         self.con.close()

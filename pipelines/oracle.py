@@ -8,7 +8,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE, STAGES
-from pipelines.engine import DuckDBEngine, in_dates
+from pipelines.engine import DuckDBEngine, date_pieces, in_dates
 from pipelines.iceberg_io import FileSet, partition_dates, plan, plan_dates
 
 PREFIX = "oracle_"
@@ -29,10 +29,7 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
     stage1 = logic.stage_sql("playback_daily", f"{PREFIX}events_piece")
     engine.bind_files(f"{PREFIX}events_piece", FileSet(), schema)
     engine.materialize(f"{PREFIX}playback_daily", f"SELECT * FROM ({stage1}) AS o WHERE FALSE")
-    dates = partition_dates(source)
-    per_piece = max(1, engine.CHUNK_ROWS * len(dates) // max(everything.rows, 1))
-    for i in range(0, len(dates), per_piece):
-        some = dates[i : i + per_piece]
+    for some in date_pieces(partition_dates(source), everything.rows, engine.CHUNK_ROWS):
         engine.bind_files(f"{PREFIX}events_piece", plan_dates(source, some), schema, in_dates(EVENT_DATE, some))
         engine.execute(f"INSERT INTO {PREFIX}playback_daily {stage1}")
     engine.bind_files(f"{PREFIX}events", everything, schema)

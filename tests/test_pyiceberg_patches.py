@@ -119,8 +119,8 @@ def test_outputs_written_in_chunks_of_whole_partitions_stay_exact(tmp_path, monk
     pieces = []
     whole = DuckDBEngine.chunks
 
-    def counted(self, name, dates):
-        for chunk in whole(self, name, dates):
+    def counted(self, name):
+        for chunk in whole(self, name):
             pieces.append(chunk.num_rows)
             yield chunk
 
