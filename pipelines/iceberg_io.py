@@ -28,6 +28,7 @@ from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.utils.properties import property_as_int
 
 from pipelines import pyiceberg_patches
@@ -82,6 +83,14 @@ def live_data_files(manifest: ManifestFile, io: FileIO) -> list[DataFile]:
     return [e.data_file for e in manifest.fetch_manifest_entry(io, discard_deleted=True)]
 
 
+def live_files(table: Table, snapshot: Snapshot | None = None) -> list[DataFile]:
+    """Every live file of ``snapshot`` (default: the current one), from its manifests."""
+    snapshot = snapshot or table.current_snapshot()
+    if snapshot is None:
+        return []
+    return [f for m in snapshot.manifests(table.io) for f in live_data_files(m, table.io)]
+
+
 def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFile], list[DataFile]]:
     """Data files and row-level delete files of the partitions holding ``dates`` (metadata only).
 
@@ -104,11 +113,7 @@ def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFi
 
 def partition_dates(table: Table) -> list[date]:
     """The dates of the table's non-empty day partitions (metadata only)."""
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return []
-    days = {f.partition[0] for m in snapshot.manifests(table.io) for f in live_data_files(m, table.io)}
-    return sorted(EPOCH + timedelta(days=d) for d in days)
+    return sorted({EPOCH + timedelta(days=int(f.partition[0])) for f in live_files(table)})
 
 
 def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:

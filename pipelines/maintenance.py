@@ -27,7 +27,7 @@ from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 
-from pipelines.iceberg_io import data_files, live_data_files
+from pipelines.iceberg_io import data_files, live_files
 from pipelines.ips.capture import COMPACTION_PROPERTY
 
 
@@ -68,9 +68,8 @@ def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
     if snapshot is None:
         return 0, 0
     by_partition: dict[Any, list[DataFile]] = defaultdict(list)
-    for manifest in snapshot.manifests(table.io):
-        for f in live_data_files(manifest, table.io):
-            by_partition[f.partition].append(f)
+    for f in live_files(table, snapshot):
+        by_partition[f.partition].append(f)
     groups = [files for files in by_partition.values() if len(files) >= min_files]
     if not groups:
         return 0, 0

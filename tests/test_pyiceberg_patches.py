@@ -23,8 +23,7 @@ from bench.scenario import from_preset
 from pipelines import pyiceberg_patches
 from pipelines.catalog import TARGETS, create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
-from pipelines.iceberg_io import data_files, live_data_files, overwrite_partitions, partition_files
-from pipelines.ips.capture import live_files
+from pipelines.iceberg_io import data_files, live_data_files, live_files, overwrite_partitions, partition_files
 
 
 def _manifest(i: int, day: int) -> ManifestFile:

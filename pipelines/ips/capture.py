@@ -30,10 +30,11 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DateType, TimestamptzType
 
+from pipelines.iceberg_io import EPOCH, live_files
+
 ICDC_NAMESPACE = "ips_icdc"
 # Set by maintenance.compact on the snapshots it writes.
 COMPACTION_PROPERTY = "ipsbench.compaction"
-EPOCH = date(1970, 1, 1)
 
 
 class NonAppendSnapshot(Exception):
@@ -119,15 +120,6 @@ def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
             if entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == snapshot.snapshot_id:
                 files.append(entry.data_file)
     return files
-
-
-def live_files(table: Table, snapshot: Snapshot | None = None) -> list[DataFile]:
-    """Every live file of ``snapshot`` (default: the current one), from its manifests."""
-    snapshot = snapshot or table.current_snapshot()
-    if snapshot is None:
-        return []
-    io = table.io
-    return [e.data_file for m in snapshot.manifests(io) for e in m.fetch_manifest_entry(io, discard_deleted=True)]
 
 
 @dataclass

@@ -8,11 +8,11 @@ exactly-once results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
-from pipelines.ips.capture import EPOCH, Capture, build_icdc, find_changes, live_files
+from pipelines.iceberg_io import partition_dates
+from pipelines.ips.capture import Capture, build_icdc, find_changes
 from pipelines.ips.patterns import NAMESPACE, PATTERNS
 from pipelines.ips.state import StateLog, ip_commit, watermark
 
@@ -68,8 +68,7 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
     if cap.first_run:
         # A backfill replaces the target whole: also the partitions the input no longer has.
         target = ctx.catalog.load_table(f"{NAMESPACE}.{stage}")
-        held = {EPOCH + timedelta(days=int(f.partition[0])) for f in live_files(target)}
-        cap.rewritten_dates = sorted(set(cap.rewritten_dates) | held)
+        cap.rewritten_dates = sorted(set(cap.rewritten_dates) | set(partition_dates(target)))
     ctx.fault("after_capture")
     if not cap.empty:
         PATTERNS[wf.pattern](ctx, cap)
