@@ -162,9 +162,13 @@ def data_files(
     column = schema.find_column_name(part.source_id)
     assert column is not None
     keys = part.transform.pyarrow_transform(schema.find_field(part.source_id).field_type)(data.column(column))
-    order = pc.sort_indices(keys)
-    data = data.take(order)
-    runs = pc.run_end_encode(keys.take(order).combine_chunks())
+    runs = pc.run_end_encode(keys.combine_chunks())
+    if len(runs.values) != pc.count_distinct(keys).as_py():
+        # A partition's rows are not contiguous: sort them together (engines that
+        # hand over their output ordered by partition skip this copy).
+        order = pc.sort_indices(keys)
+        data = data.take(order)
+        runs = pc.run_end_encode(keys.take(order).combine_chunks())
     target_size = property_as_int(
         metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
@@ -262,6 +266,6 @@ def append(table: Table, data: pa.Table, recorder: Recorder) -> WriteStats:
     before = table.metadata.current_snapshot_id
     append_files(table, data)
     stats = added_since(table, before)
-    partitions = len(set(data.column("event_date").to_pylist())) if "event_date" in data.column_names else 0
+    partitions = pc.count_distinct(data.column("event_date")).as_py() if "event_date" in data.column_names else 0
     recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
     return stats

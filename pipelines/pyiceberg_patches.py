@@ -1,4 +1,4 @@
-"""Two changes to pyiceberg 0.12's manifest handling, installed by ``install()``.
+"""Three changes to pyiceberg 0.12's commit path, installed by ``install()``.
 
 1. A thread-safe manifest evaluator. ``_ManifestEvalVisitor.eval`` stores the
    manifest's partition summaries on the visitor before visiting the filter,
@@ -20,6 +20,14 @@
    manifest list recorded is served but never kept. Entries are shared between
    callers: pyiceberg only mutates them while reading (that inheritance), which
    happens before they are cached.
+
+3. No deep copy of unchanged metadata. ``Transaction.table_metadata`` applies
+   the staged updates to the table's metadata and returns a deep copy of the
+   result; a snapshot commit reads that property a dozen times, mostly with
+   nothing staged yet, and copying metadata that holds every retained snapshot
+   was about 5 % of a whole run. With no staged update it now returns the
+   table's own metadata, which is a frozen model pyiceberg replaces, never
+   edits, on commit; with updates staged the original runs.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from typing import Any
 from pyiceberg.expressions.visitors import _ManifestEvalVisitor
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntry, ManifestFile
+from pyiceberg.table import Transaction
+from pyiceberg.table.metadata import TableMetadata
 
 MAX_MANIFESTS = 4096
 
@@ -91,10 +101,24 @@ def _eval(self: _ManifestEvalVisitor, manifest: ManifestFile) -> bool:
         return _original_eval(self, manifest)
 
 
+_original_table_metadata = Transaction.table_metadata
+
+
+def _table_metadata(self: Transaction) -> TableMetadata:
+    if not self._updates:
+        # What update_table_metadata would check before copying; then no copy.
+        metadata = self._table.metadata
+        metadata.spec().check_compatible(metadata.schema())
+        metadata.sort_order().check_compatible(metadata.schema())
+        return metadata
+    return _original_table_metadata.fget(self)  # type: ignore[attr-defined]
+
+
 def install() -> None:
-    """Lock manifest evaluation; serve ``ManifestFile.fetch_manifest_entry`` from the cache (idempotent)."""
+    """Lock manifest evaluation; serve manifests from the cache; no copy of unchanged metadata (idempotent)."""
     _ManifestEvalVisitor.eval = _eval  # type: ignore[method-assign]
     ManifestFile.fetch_manifest_entry = _fetch  # type: ignore[method-assign]
+    Transaction.table_metadata = property(_table_metadata)  # type: ignore[method-assign,assignment]
 
 
 def clear() -> None:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.conversions import to_bytes
 from pyiceberg.expressions import In, Reference
@@ -87,11 +88,15 @@ def test_manifest_cache_serves_what_the_file_holds(catalog) -> None:
     assert pyiceberg_patches.stats["hits"] > 0
 
 
-def test_partition_writer_matches_pyiceberg_writer(catalog) -> None:
-    """``data_files`` puts the same rows into the same partitions as pyiceberg's own writer."""
+@pytest.mark.parametrize("arrival", ["scattered", "grouped by partition"])
+def test_partition_writer_matches_pyiceberg_writer(catalog, arrival: str) -> None:
+    """``data_files`` puts the same rows into the same partitions as pyiceberg's own writer,
+    whether it has to sort the rows or finds each partition's rows together already."""
     create_tables(catalog, ("ips",))
     table = catalog.load_table("ips.playback_daily_agg")
     days = [date(2026, 1, 1) + timedelta(days=(i * 7919) % 23) for i in range(2000)]
+    if arrival != "scattered":
+        days.sort(reverse=True)
     rows = pa.table(
         {
             "event_date": pa.array(days, pa.date32()),
@@ -110,6 +115,23 @@ def test_partition_writer_matches_pyiceberg_writer(catalog) -> None:
     assert by_partition(ours) == by_partition(theirs)
     assert len(ours) == len(set(days))
     assert sum(f.record_count for f in ours) == 2000
+    written = pa.concat_tables(pq.read_table(f.file_path.removeprefix("file://")) for f in ours)
+    assert sorted(zip(*written.select(["account_id", "event_date"]).to_pydict().values(), strict=True)) == sorted(
+        zip(range(2000), days, strict=True)
+    )
+
+
+def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) -> None:
+    create_tables(catalog, ("ips",))
+    table = catalog.load_table("ips.playback_daily_agg")
+    tx = table.transaction()
+    assert tx.table_metadata is table.metadata  # nothing staged: no copy
+    tx.set_properties(owner="ipsbench")
+    staged = tx.table_metadata
+    assert staged is not table.metadata and staged.properties["owner"] == "ipsbench"
+    assert "owner" not in table.metadata.properties
+    tx.commit_transaction()
+    assert catalog.load_table("ips.playback_daily_agg").properties["owner"] == "ipsbench"
 
 
 def test_outputs_written_in_chunks_of_whole_partitions_stay_exact(tmp_path, monkeypatch) -> None:
