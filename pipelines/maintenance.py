@@ -6,8 +6,8 @@ their own snapshots), so captures can always walk from the current snapshot
 back to their watermark. Metadata only: no data file is deleted.
 
 Incremental MERGEs append one small file per changed partition each run, so
-partitions fragment and every later scan pays for it; compaction rewrites them
-into one file per partition, a snapshot IpCapture knows changes no row.
+partitions fragment and every later scan pays for it; compaction merges the
+small files, a snapshot IpCapture knows changes no row.
 """
 
 from __future__ import annotations
@@ -52,8 +52,29 @@ def expire_history(table: Table) -> int:
     return len(doomed)
 
 
-def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
-    """Rewrite each partition holding ``min_files`` or more data files into one file.
+def files_to_merge(files: list[DataFile], min_files: int, keep_main_file: bool = True) -> list[DataFile]:
+    """The files of one partition that compaction merges into one (none: leave the partition).
+
+    A partition with ``min_files`` or more files is compacted. When its largest
+    file holds at least half of its rows, that file stays and the others are
+    merged: Iceberg's ``rewrite_data_files`` likewise bin-packs only files
+    below its minimum size and leaves full-size ones alone, and here a day's
+    main file (the day's own batch) stands in for a full-size file while the
+    late data's small files are what fragments the partition. Otherwise every
+    file is merged. Either way the partition is left with at most two files.
+    Without ``keep_main_file`` every file of the partition is merged into one.
+    """
+    if len(files) < min_files:
+        return []
+    largest = max(files, key=lambda f: f.record_count)
+    if keep_main_file and 2 * largest.record_count >= sum(f.record_count for f in files):
+        rest = [f for f in files if f is not largest]
+        return rest if len(rest) >= 2 else []
+    return files
+
+
+def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tuple[int, int]:
+    """Merge each fragmented partition's small files into one file (see ``files_to_merge``).
 
     pyiceberg 0.12 cannot write Iceberg's REPLACE operation, so this commits an
     OVERWRITE marked with the summary property ``COMPACTION_PROPERTY``;
@@ -70,7 +91,7 @@ def compact(table: Table, min_files: int = 4) -> tuple[int, int]:
     by_partition: dict[Any, list[DataFile]] = defaultdict(list)
     for f in live_files(table, snapshot):
         by_partition[f.partition].append(f)
-    groups = [files for files in by_partition.values() if len(files) >= min_files]
+    groups = [merged for files in by_partition.values() if (merged := files_to_merge(files, min_files, keep_main_file))]
     if not groups:
         return 0, 0
     old = [f for files in groups for f in files]

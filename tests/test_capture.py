@@ -105,11 +105,30 @@ def test_compaction_is_a_replace_that_capture_passes_over(catalog) -> None:
     before = sorted(catalog.load_table(SOURCE_TABLE).scan().to_arrow().column("event_id").to_pylist())
     removed, written = compact(catalog.load_table(SOURCE_TABLE), min_files=3)
     source = catalog.load_table(SOURCE_TABLE)
-    assert (removed, written) == (3, 1)
+    # Day 0's partition: its own batch's file (2 events) stays, the 2 late files are merged.
+    assert (removed, written) == (2, 1)
     assert source.current_snapshot().summary["ipsbench.compaction"] == "rows-preserved"
     assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
     cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
     assert cap.empty and cap.non_append == [(source.metadata.current_snapshot_id, "replace")]
+
+
+def test_compaction_keeps_a_partitions_main_file_and_merges_the_late_ones(catalog) -> None:
+    # Day 0's own batch (6 events), then three late batches of one event each.
+    ingest_batch(catalog, batch([ev(i, 0, 0) for i in range(6)]))
+    for d in range(1, 4):
+        ingest_batch(catalog, batch([ev(100 + d, 0, d)]))
+    source = catalog.load_table(SOURCE_TABLE)
+    main = max(source.scan().plan_files(), key=lambda t: t.file.record_count).file.file_path
+    before = sorted(source.scan().to_arrow().column("event_id").to_pylist())
+    assert compact(source, min_files=5) == (0, 0)  # 4 files: not fragmented enough
+    assert compact(catalog.load_table(SOURCE_TABLE), min_files=4) == (3, 1)
+    source = catalog.load_table(SOURCE_TABLE)
+    after = {t.file.file_path: t.file.record_count for t in source.scan().plan_files()}
+    assert after.pop(main) == 6 and list(after.values()) == [3]
+    assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
+    # Two files left, the main one and the merged one: nothing more to merge.
+    assert compact(source, min_files=2) == (0, 0)
 
 
 def test_expiry_keeps_the_watermark_and_capture_working(catalog) -> None:

@@ -163,7 +163,8 @@ class IpsMachine(RuleBasedStateMachine):
         again = data.draw(st.lists(st.sampled_from(last), min_size=1, max_size=len(last), unique_by=id))
         self._ingest([e.resent(self.day) for e in again])
 
-    @precondition(lambda self: bool(self.batches))
+    # Events to re-send: a privacy delete may have removed every one.
+    @precondition(lambda self: bool(self.originals))
     @rule(data=st.data(), days_later=st.integers(LOOKBACK_DAYS, LOOKBACK_DAYS + 4))
     def resend_much_later(self, data: st.DataObject, days_later: int) -> None:
         """The day closes and ``days_later`` days pass; then a device re-sends events sent before."""
@@ -245,14 +246,16 @@ class IpsMachine(RuleBasedStateMachine):
         )
         event(f"expire_snapshots: {'some' if expired else 'none'} expired")
 
-    @rule(min_files=st.integers(1, 3))
-    def compact_source(self, min_files: int) -> None:
-        removed, _ = compact(self.catalog.load_table(SOURCE_TABLE), min_files=min_files)
+    @rule(min_files=st.integers(1, 3), keep_main_file=st.booleans())
+    def compact_source(self, min_files: int, keep_main_file: bool) -> None:
+        removed, _ = compact(self.catalog.load_table(SOURCE_TABLE), min_files=min_files, keep_main_file=keep_main_file)
         event(f"compact_source: {'rewrote' if removed else 'nothing to do'}")
 
-    @rule(min_files=st.integers(1, 3))
-    def compact_ips_daily(self, min_files: int) -> None:
-        removed, _ = compact(self.catalog.load_table("ips.playback_daily"), min_files=min_files)
+    @rule(min_files=st.integers(1, 3), keep_main_file=st.booleans())
+    def compact_ips_daily(self, min_files: int, keep_main_file: bool) -> None:
+        removed, _ = compact(
+            self.catalog.load_table("ips.playback_daily"), min_files=min_files, keep_main_file=keep_main_file
+        )
         event(f"compact_ips_daily: {'rewrote' if removed else 'nothing to do'}")
 
     @precondition(lambda self: bool(self.originals))
