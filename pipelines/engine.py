@@ -209,26 +209,42 @@ class DuckDBEngine:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
+    def materialize_by_dates(self, name: str, sql: str, dates: Sequence[date], pieces: PartitionedInput) -> None:
+        """Evaluate ``sql`` into temp table ``name`` a few dates at a time: the rows it would give at once.
+
+        About CHUNK_ROWS input rows per piece: a window or join over fewer rows
+        needs less memory (no spilling). ``sql``'s input must be bound (to any
+        rows) beforehand; ``pieces`` rebinds it to each run of dates.
+        """
+        self.materialize(name, f"SELECT * FROM ({sql}) AS o WHERE FALSE")
+        for some in date_pieces(dates, pieces.rows, self.CHUNK_ROWS):
+            pieces.bind(some)
+            self.execute(f'INSERT INTO "{name}" {sql}')
+
     def chunks(self, name: str) -> Iterator[pa.Table]:
         """The rows of relation ``name``, as Arrow tables each holding whole ``event_date`` partitions.
 
         Rows come ordered by ``event_date``: DuckDB sorts in parallel, and the
         writer then finds each partition's rows together without a copy.
         """
+
+        def rows(where: str = "") -> pa.Table:
+            return self.query(f'SELECT * FROM "{name}"{where} ORDER BY event_date')
+
         counts = self.con.execute(f'SELECT event_date, COUNT(*) FROM "{name}" GROUP BY event_date').fetchall()
         if sum(n for _, n in counts) <= self.CHUNK_ROWS:
-            yield self.query(f'SELECT * FROM "{name}" ORDER BY event_date')
+            yield rows()
             return
         group: list[date] = []
-        rows = 0
+        total = 0
         for day, n in sorted(counts):
-            if group and rows + n > self.CHUNK_ROWS:
-                yield self.query(f'SELECT * FROM "{name}" WHERE {in_dates("event_date", group)} ORDER BY event_date')
-                group, rows = [], 0
+            if group and total + n > self.CHUNK_ROWS:
+                yield rows(f" WHERE {in_dates('event_date', group)}")
+                group, total = [], 0
             group.append(day)
-            rows += n
+            total += n
         if group:
-            yield self.query(f'SELECT * FROM "{name}" WHERE {in_dates("event_date", group)} ORDER BY event_date')
+            yield rows(f" WHERE {in_dates('event_date', group)}")
 
     def replace_partitions(
         self,
@@ -239,13 +255,10 @@ class DuckDBEngine:
         pieces: PartitionedInput | None = None,
     ) -> None:
         with ctx.recorder.phase("transform"):
-            self.materialize("stage_output", sql if pieces is None else f"SELECT * FROM ({sql}) AS o WHERE FALSE")
-            if pieces is not None:
-                # About CHUNK_ROWS input rows per piece: a window or join over fewer rows
-                # needs less memory (no spilling) and the result is the same.
-                for some in date_pieces(dates, pieces.rows, self.CHUNK_ROWS):
-                    pieces.bind(some)
-                    self.execute(f'INSERT INTO "stage_output" {sql}')
+            if pieces is None:
+                self.materialize("stage_output", sql)
+            else:
+                self.materialize_by_dates("stage_output", sql, dates, pieces)
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
             overwrite_partitions_from(target, self.chunks("stage_output"), dates, ctx.recorder)

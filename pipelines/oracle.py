@@ -8,8 +8,8 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipelines import logic
 from pipelines.catalog import SOURCE_TABLE, STAGES
-from pipelines.engine import DuckDBEngine, date_pieces, in_dates
-from pipelines.iceberg_io import FileSet, partition_dates, plan, plan_dates
+from pipelines.engine import DuckDBEngine, partitioned_input
+from pipelines.iceberg_io import FileSet, partition_dates, plan
 
 PREFIX = "oracle_"
 EVENT_DATE = "CAST(event_ts AS DATE)"
@@ -26,12 +26,14 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
     everything = plan(source, AlwaysTrue())
     # Stage 1 a few dates at a time (its logic is local to a date): its window
     # then never holds all events at once.
-    stage1 = logic.stage_sql("playback_daily", f"{PREFIX}events_piece")
-    engine.bind_files(f"{PREFIX}events_piece", FileSet(), schema)
-    engine.materialize(f"{PREFIX}playback_daily", f"SELECT * FROM ({stage1}) AS o WHERE FALSE")
-    for some in date_pieces(partition_dates(source), everything.rows, engine.CHUNK_ROWS):
-        engine.bind_files(f"{PREFIX}events_piece", plan_dates(source, some), schema, in_dates(EVENT_DATE, some))
-        engine.execute(f"INSERT INTO {PREFIX}playback_daily {stage1}")
+    piece = f"{PREFIX}events_piece"
+    engine.bind_files(piece, FileSet(), schema)
+    engine.materialize_by_dates(
+        f"{PREFIX}playback_daily",
+        logic.stage_sql("playback_daily", piece),
+        partition_dates(source),
+        partitioned_input(engine, piece, source, EVENT_DATE, everything.rows),
+    )
     engine.bind_files(f"{PREFIX}events", everything, schema)
     out = {"playback_daily": f"{PREFIX}playback_daily"}
     for stage in STAGES[1:]:
