@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Protocol
@@ -221,6 +221,14 @@ class DuckDBEngine:
             pieces.bind(some)
             self.execute(f'INSERT INTO "{name}" {sql}')
 
+    def ordered(self, sql: str) -> list[pa.Table]:
+        """``sql``'s rows in one Arrow table ordered by ``event_date``: one pass, no temp table.
+
+        For outputs known to be small (at most about CHUNK_ROWS rows); larger
+        ones go through a temp table and ``chunks``.
+        """
+        return [self.query(f"SELECT * FROM ({sql}) AS o ORDER BY event_date")]
+
     def chunks(self, name: str) -> Iterator[pa.Table]:
         """The rows of relation ``name``, as Arrow tables each holding whole ``event_date`` partitions.
 
@@ -255,13 +263,17 @@ class DuckDBEngine:
         pieces: PartitionedInput | None = None,
     ) -> None:
         with ctx.recorder.phase("transform"):
-            if pieces is None:
-                self.materialize("stage_output", sql)
+            if pieces is not None and pieces.rows <= self.CHUNK_ROWS:
+                output: Iterable[pa.Table] = self.ordered(sql)
             else:
-                self.materialize_by_dates("stage_output", sql, dates, pieces)
+                if pieces is None:
+                    self.materialize("stage_output", sql)
+                else:
+                    self.materialize_by_dates("stage_output", sql, dates, pieces)
+                output = self.chunks("stage_output")
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, self.chunks("stage_output"), dates, ctx.recorder)
+            overwrite_partitions_from(target, output, dates, ctx.recorder)
 
     def insert_missing(
         self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
@@ -283,17 +295,21 @@ class DuckDBEngine:
     ) -> None:
         on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
         with ctx.recorder.phase("transform"):
-            self.materialize("merge_source", sql)
+            new_rows = self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
             # Copy-on-write: the touched partitions are rewritten whole, unchanged keys included.
-            self.materialize(
-                "stage_output",
+            merged = (
                 f"SELECT o.* FROM merge_target o WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on}) "
-                "UNION ALL SELECT * FROM merge_source",
+                "UNION ALL SELECT * FROM merge_source"
             )
+            if old.rows + new_rows <= self.CHUNK_ROWS:
+                output: Iterable[pa.Table] = self.ordered(merged)
+            else:
+                self.materialize("stage_output", merged)
+                output = self.chunks("stage_output")
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, self.chunks("stage_output"), dates, ctx.recorder)
+            overwrite_partitions_from(target, output, dates, ctx.recorder)
 
     def close(self) -> None:
         self.con.close()

@@ -22,9 +22,9 @@ from bench.metrics import StageRecorder
 from bench.runner import simulate
 from bench.scenario import from_preset
 from pipelines import pyiceberg_patches
-from pipelines.catalog import TARGETS, create_tables, open_catalog
+from pipelines.catalog import SOURCE_TABLE, TARGETS, create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
-from pipelines.iceberg_io import data_files, live_data_files, live_files, overwrite_partitions, partition_files
+from pipelines.iceberg_io import conform, data_files, live_data_files, live_files, overwrite_partitions, partition_files
 
 
 def _manifest(i: int, day: int) -> ManifestFile:
@@ -119,6 +119,44 @@ def test_partition_writer_matches_pyiceberg_writer(catalog, arrival: str) -> Non
     assert sorted(zip(*written.select(["account_id", "event_date"]).to_pydict().values(), strict=True)) == sorted(
         zip(range(2000), days, strict=True)
     )
+
+
+def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(catalog) -> None:
+    """Every table carries the 64 KiB dictionary cap; a file written under it holds a small
+    dictionary page for the unique event_ids (then plain pages), where Iceberg's 2 MiB default
+    would have dictionary-encoded all of them. Low-cardinality columns keep their dictionaries."""
+    names = [SOURCE_TABLE, *(f"{ns}.{t}" for ns in ("lookback", "ips") for t in TARGETS)]
+    for name in names:
+        assert catalog.load_table(name).properties["write.parquet.dict-size-bytes"] == str(64 * 1024)
+    table = catalog.load_table("lookback.playback_daily")
+    n = 150_000
+    rows = pa.table(
+        {
+            "event_id": [f"e{10**19 + i * 7_777_777}" for i in range(n)],
+            "event_date": pa.array([date(2026, 1, 1)] * n, pa.date32()),
+            "event_ts": pa.array([i for i in range(n)], pa.timestamp("us", tz="UTC")),
+            "account_id": pa.array([i % 997 for i in range(n)], pa.int64()),
+            "title_id": pa.array([i % 50 for i in range(n)], pa.int64()),
+            "country": [("US", "BR", "FR")[i % 3] for i in range(n)],
+            "device": [("tv", "web")[i % 2] for i in range(n)],
+            "view_seconds": pa.array([i % 3600 + 1 for i in range(n)], pa.int32()),
+        }
+    )
+    default = table.metadata.model_copy(
+        update={"properties": {k: v for k, v in table.properties.items() if k != "write.parquet.dict-size-bytes"}}
+    )
+
+    def dictionary_bytes(metadata, column: str) -> int:
+        [written] = data_files(metadata, conform(table, rows), table.io, uuid.uuid4())
+        meta = pq.ParquetFile(written.file_path.removeprefix("file://")).metadata
+        chunk = meta.row_group(0).column(meta.schema.names.index(column))
+        assert chunk.has_dictionary_page
+        return chunk.data_page_offset - chunk.dictionary_page_offset
+
+    capped, uncapped = dictionary_bytes(table.metadata, "event_id"), dictionary_bytes(default, "event_id")
+    # The cap is checked after each batch of rows written, so a page may pass it by one batch.
+    assert capped < 128 * 1024 < 4 * capped < uncapped, (capped, uncapped)  # uncapped: all 150,000 ids
+    assert dictionary_bytes(table.metadata, "country") > 0
 
 
 def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) -> None:
