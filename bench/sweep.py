@@ -297,8 +297,19 @@ def _point_line(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def run_sweep(out: Path, points: list[Point], events: Any, varied: dict[str, tuple[Any, ...]], quiet: bool) -> bool:
-    """Run every point into ``out/points/``; write the sweep table and report. Returns whether all passed."""
+def run_sweep(
+    out: Path,
+    points: list[Point],
+    events: Any,
+    varied: dict[str, tuple[Any, ...]],
+    quiet: bool,
+    drop_warehouses: bool = False,
+) -> bool:
+    """Run every point into ``out/points/``; write the sweep table and report. Returns whether all passed.
+
+    With ``drop_warehouses``, a point's warehouse is deleted once the point has
+    passed and its result files are written (a failing point keeps it).
+    """
     from bench.execute import run_scenario
     from bench.results import machine_info
     from reports.sweep import render_sweep
@@ -345,6 +356,9 @@ def run_sweep(out: Path, points: list[Point], events: Any, varied: dict[str, tup
                 f"[{point.index + 1}/{len(points)}] {point.name}: {'passed' if ok else 'FAILED'} in "
                 f"{time.perf_counter() - started:.1f} s: {_point_line(run_summary)}"
             )
+            if ok and drop_warehouses:
+                shutil.rmtree(point_dir / "warehouse")
+                entry["warehouse_dropped"] = True
         entry["elapsed_s"] = time.perf_counter() - started
         summary["points"].append(entry)
         summary["elapsed_s"] = time.perf_counter() - t0
@@ -372,7 +386,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _progress(f"sweep: {len(points)} point(s) over {', '.join(varied)} into {out}")
     try:
-        ok = run_sweep(out, points, events, varied, args.quiet)
+        ok = run_sweep(out, points, events, varied, args.quiet, args.drop_warehouses)
     except BaseException:
         if created and not (out / SWEEP_SUMMARY).exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -411,5 +425,12 @@ def add_sweep_parser(sub: Any) -> None:
         help=f"a scenario option and its values (repeatable); NAME is one of {', '.join(VARIABLES)}",
     )
     sw.add_argument("--quiet", action="store_true", help="no per-day progress bar (per-point lines stay)")
+    sw.add_argument(
+        "--drop-warehouses",
+        action="store_true",
+        help="delete each point's Iceberg warehouse once the point has passed (result files and report stay; "
+        "a failing point keeps its warehouse to inspect). A small point's warehouse takes about 1.6 GB, "
+        "a medium one about 10 GB",
+    )
     _add_scenario_options(sw)
     sw.set_defaults(func=cmd_sweep)

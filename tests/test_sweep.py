@@ -63,6 +63,19 @@ def test_each_points_warehouse_stays_inside_its_directory(tiny_sweep: tuple[Path
     assert sorted(p.name for p in (tiny_sweep[0] / "points").iterdir()) == list(POINTS)
 
 
+def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["sweep", "--out", str(out), *TINY, "--vary", "seed=1,2", "--drop-warehouses"])
+    assert code == 0 and validate(out) == []
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert [p.get("warehouse_dropped") for p in summary["points"]] == [True, True]
+    for point in ("seed=1", "seed=2"):
+        assert not (out / "points" / point / "warehouse").exists()
+        assert (out / "points" / point / "results.parquet").is_file()
+    assert len(pd.read_parquet(out / "sweep_results.parquet")) == 2 * 2 * 4
+
+
 def test_report_of_a_directory_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no result files" in capsys.readouterr().err
