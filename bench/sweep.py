@@ -357,8 +357,13 @@ def run_sweep(
                 f"{time.perf_counter() - started:.1f} s: {_point_line(run_summary)}"
             )
             if ok and drop_warehouses:
-                shutil.rmtree(point_dir / "warehouse")
-                entry["warehouse_dropped"] = True
+                try:
+                    shutil.rmtree(point_dir / "warehouse")
+                    entry["warehouse_dropped"] = True
+                except OSError as e:
+                    # The point's results are written; a warehouse left behind fails nothing.
+                    entry.update(warehouse_dropped=False, warehouse_drop_error=str(e))
+                    _progress(f"[{point.index + 1}/{len(points)}] {point.name}: warehouse not deleted: {e}")
         entry["elapsed_s"] = time.perf_counter() - started
         summary["points"].append(entry)
         summary["elapsed_s"] = time.perf_counter() - t0

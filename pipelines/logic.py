@@ -14,7 +14,8 @@ TOP_TITLES = 10
 # Stage 1: valid events, one row per event_id (re-sends are identical; keep the
 # earliest arrival), view time capped. Most events arrive once: only the ids
 # seen more than once go through the window that ranks arrivals. The same rows
-# as ranking every id, for about a quarter less (DuckDB evaluates ``valid`` once).
+# as ranking every id, for about a quarter less on DuckDB, which evaluates
+# ``valid`` once (Spark may inline it and read the input again).
 _PLAYBACK_DAILY_COLUMNS = f"""event_id, CAST(event_ts AS DATE) AS event_date, event_ts, account_id, title_id,
        country, device, LEAST(view_seconds, {VIEW_SECONDS_CAP}) AS view_seconds"""
 PLAYBACK_DAILY = f"""
@@ -25,13 +26,13 @@ WITH valid AS (
 )
 SELECT {_PLAYBACK_DAILY_COLUMNS}
 FROM valid
-WHERE event_id NOT IN (SELECT event_id FROM repeated)
+WHERE NOT EXISTS (SELECT 1 FROM repeated AS r WHERE r.event_id = valid.event_id)
 UNION ALL
 SELECT {_PLAYBACK_DAILY_COLUMNS}
 FROM (
   SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts) AS arrival_rank
   FROM valid
-  WHERE event_id IN (SELECT event_id FROM repeated)
+  WHERE EXISTS (SELECT 1 FROM repeated AS r WHERE r.event_id = valid.event_id)
 ) AS copies
 WHERE arrival_rank = 1
 """
@@ -58,7 +59,7 @@ FROM (
   FROM (
     SELECT event_date, country, title_id,
            CAST(SUM(view_seconds) AS BIGINT) AS view_seconds,
-           CAST(COUNT(*) AS BIGINT) AS viewers
+           CAST(COUNT(account_id) AS BIGINT) AS viewers
     FROM (
       SELECT event_date, country, title_id, account_id, SUM(view_seconds) AS view_seconds
       FROM {{daily}}

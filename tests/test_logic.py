@@ -27,8 +27,8 @@ payloads = st.fixed_dictionaries(
         "title_id": st.one_of(st.none(), st.integers(1, 14)),
         "country": st.sampled_from(["US", "BR"]),
         "device": st.sampled_from(["tv", "web"]),
-        # Any minute of three days: dates split at UTC midnight.
-        "event_ts": st.integers(0, 3 * 24 * 60 - 1).map(lambda m: T0 + timedelta(minutes=m)),
+        # Any minute of two days: dates split at UTC midnight.
+        "event_ts": st.integers(0, 2 * 24 * 60 - 1).map(lambda m: T0 + timedelta(minutes=m)),
         "view_seconds": st.one_of(st.none(), st.integers(-5, 20_000)),
     }
 )
@@ -38,7 +38,7 @@ payloads = st.fixed_dictionaries(
 def event_tables(draw) -> pa.Table:
     """Events with ids e0..eN; each id's copies share their payload and differ only in arrival."""
     rows = []
-    for i, payload in enumerate(draw(st.lists(payloads, min_size=1, max_size=60))):
+    for i, payload in enumerate(draw(st.lists(payloads, min_size=1, max_size=100))):
         for hours in draw(st.lists(st.integers(0, 96), min_size=1, max_size=3)):  # equal arrivals allowed
             rows.append({"event_id": f"e{i}", **payload, "ingest_ts": payload["event_ts"] + timedelta(hours=hours)})
     order = draw(st.permutations(range(len(rows))))

@@ -122,9 +122,9 @@ def test_partition_writer_matches_pyiceberg_writer(catalog, arrival: str) -> Non
 
 
 def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(catalog) -> None:
-    """Every table carries the 64 KiB dictionary cap; a file written under it holds a small
-    dictionary page for the unique event_ids (then plain pages), where Iceberg's 2 MiB default
-    would have dictionary-encoded all of them. Low-cardinality columns keep their dictionaries."""
+    """Every table carries the 64 KiB dictionary cap. Under it the unique event_ids get a small
+    dictionary page (then plain pages) where Iceberg's 2 MiB default builds one 2 MiB deep,
+    while the 5,000 title_ids and the countries keep the very dictionary they had."""
     names = [SOURCE_TABLE, *(f"{ns}.{t}" for ns in ("lookback", "ips") for t in TARGETS)]
     for name in names:
         assert catalog.load_table(name).properties["write.parquet.dict-size-bytes"] == str(64 * 1024)
@@ -136,7 +136,7 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
             "event_date": pa.array([date(2026, 1, 1)] * n, pa.date32()),
             "event_ts": pa.array([i for i in range(n)], pa.timestamp("us", tz="UTC")),
             "account_id": pa.array([i % 997 for i in range(n)], pa.int64()),
-            "title_id": pa.array([i % 50 for i in range(n)], pa.int64()),
+            "title_id": pa.array([(i * 7919) % 5000 for i in range(n)], pa.int64()),
             "country": [("US", "BR", "FR")[i % 3] for i in range(n)],
             "device": [("tv", "web")[i % 2] for i in range(n)],
             "view_seconds": pa.array([i % 3600 + 1 for i in range(n)], pa.int32()),
@@ -146,17 +146,22 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
         update={"properties": {k: v for k, v in table.properties.items() if k != "write.parquet.dict-size-bytes"}}
     )
 
-    def dictionary_bytes(metadata, column: str) -> int:
+    def dictionary_pages(metadata) -> dict[str, int]:
+        """Bytes of each column's dictionary page, from the file's footer."""
         [written] = data_files(metadata, conform(table, rows), table.io, uuid.uuid4())
         meta = pq.ParquetFile(written.file_path.removeprefix("file://")).metadata
-        chunk = meta.row_group(0).column(meta.schema.names.index(column))
-        assert chunk.has_dictionary_page
-        return chunk.data_page_offset - chunk.dictionary_page_offset
+        pages = {}
+        for column in ("event_id", "title_id", "country"):
+            chunk = meta.row_group(0).column(meta.schema.names.index(column))
+            assert chunk.has_dictionary_page
+            pages[column] = chunk.data_page_offset - chunk.dictionary_page_offset
+        return pages
 
-    capped, uncapped = dictionary_bytes(table.metadata, "event_id"), dictionary_bytes(default, "event_id")
+    capped, uncapped = dictionary_pages(table.metadata), dictionary_pages(default)
     # The cap is checked after each batch of rows written, so a page may pass it by one batch.
-    assert capped < 128 * 1024 < 4 * capped < uncapped, (capped, uncapped)  # uncapped: all 150,000 ids
-    assert dictionary_bytes(table.metadata, "country") > 0
+    assert capped["event_id"] < 128 * 1024 < 4 * capped["event_id"] < uncapped["event_id"], (capped, uncapped)
+    assert capped["title_id"] == uncapped["title_id"] > 5000  # all 5,000 titles, under both settings
+    assert capped["country"] == uncapped["country"]
 
 
 def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) -> None:

@@ -76,6 +76,24 @@ def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_
     assert len(pd.read_parquet(out / "sweep_results.parquet")) == 2 * 2 * 4
 
 
+def test_drop_warehouses_keeps_a_failing_points_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.execute
+
+    real = bench.execute.run_scenario
+
+    def verdict_failed(*args, **kwargs):
+        summary, report, _ = real(*args, **kwargs)
+        return summary, report, False
+
+    monkeypatch.setattr("bench.execute.run_scenario", verdict_failed)
+    out = tmp_path / "sweep"
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["sweep", "--out", str(out), *TINY, "--vary", "seed=1", "--drop-warehouses"])
+    assert code == 1
+    assert (out / "points" / "seed=1" / "warehouse" / "catalog.db").is_file()
+    assert "warehouse_dropped" not in json.loads((out / "sweep_summary.json").read_text())["points"][0]
+
+
 def test_report_of_a_directory_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no result files" in capsys.readouterr().err
