@@ -263,13 +263,13 @@ class DuckDBEngine:
         pieces: PartitionedInput | None = None,
     ) -> None:
         with ctx.recorder.phase("transform"):
-            if pieces is not None and pieces.rows <= self.CHUNK_ROWS:
-                output: Iterable[pa.Table] = self.ordered(sql)
+            if pieces is None:
+                self.materialize("stage_output", sql)
+                output: Iterable[pa.Table] = self.chunks("stage_output")
+            elif pieces.rows <= self.CHUNK_ROWS:
+                output = self.ordered(sql)
             else:
-                if pieces is None:
-                    self.materialize("stage_output", sql)
-                else:
-                    self.materialize_by_dates("stage_output", sql, dates, pieces)
+                self.materialize_by_dates("stage_output", sql, dates, pieces)
                 output = self.chunks("stage_output")
         ctx.fault("before_write")
         with ctx.recorder.phase("write"):

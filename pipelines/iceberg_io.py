@@ -163,7 +163,8 @@ def data_files(
     assert column is not None
     keys = part.transform.pyarrow_transform(schema.find_field(part.source_id).field_type)(data.column(column))
     runs = pc.run_end_encode(keys.combine_chunks())
-    if len(runs.values) != pc.count_distinct(keys).as_py():
+    # Each partition's rows are contiguous exactly when no value starts two runs.
+    if len(runs.values) != pc.count_distinct(runs.values).as_py():
         # A partition's rows are not contiguous: sort them together (engines that
         # hand over their output ordered by partition skip this copy).
         order = pc.sort_indices(keys)
