@@ -6,6 +6,8 @@ when its key holds an event the window could not account for:
 - a late event whose first arrival came ``lookback_days`` or more days after
   its event date: the window had already moved past that date, so the
   lookback never saw it;
+- an event dated after the last processing day (a device clock ahead): no
+  window has reached its date yet;
 - an event the lookback still holds but the source no longer does (deleted
   upstream, e.g. a privacy request) after its date had left the window.
 
@@ -21,17 +23,12 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-from pipelines.catalog import STAGES, TARGETS
+from pipelines import logic, oracle
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import plan
-from pipelines.oracle import PREFIX
+from pipelines.pipeline import PIPELINE, SOURCE_TABLE, stage
 
-# What identifies the rows a beyond-window event can make wrong, per stage.
-AFFECTED_BY = {
-    "playback_daily": ("event_id",),
-    "playback_daily_agg": ("event_date", "account_id"),
-    "title_daily_rank": ("event_date", "country"),
-}
+SOURCE = oracle.relation(SOURCE_TABLE)
 
 
 @dataclass
@@ -55,25 +52,35 @@ class Verdict:
 
 
 def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
-    """Valid events first arriving ``lookback_days`` or more days late; returns their count."""
-    late = f"date_diff('day', CAST(event_ts AS DATE), CAST(ingest_ts AS DATE)) >= {int(lookback_days)}"
-    # Only an event with at least one copy that late can qualify: group just those.
+    """Valid events no lookback window saw; returns their count.
+
+    Those whose first arrival came ``lookback_days`` or more days after their
+    event date, and those dated after the last processing day (the latest
+    arrival date). Each is described by the copy stage 1 keeps.
+    """
+    event_date = logic.EVENT_DATE
+    engine.materialize("last_arrival", f"SELECT MAX(CAST(ingest_ts AS DATE)) AS arrival_date FROM {SOURCE}")
+    unseen = (
+        f"date_diff('day', {event_date}, CAST(ingest_ts AS DATE)) >= {int(lookback_days)} "
+        f"OR {event_date} > (SELECT arrival_date FROM last_arrival)"
+    )
+    # Only an event with at least one such copy can qualify: rank just those copies.
     return engine.materialize(
         "beyond_window_events",
         f"""
-        SELECT event_id, CAST(MIN(event_ts) AS DATE) AS event_date, MIN(account_id) AS account_id,
-               MIN(country) AS country
-        FROM {PREFIX}events
-        WHERE title_id IS NOT NULL AND view_seconds > 0
-          AND event_id IN (SELECT event_id FROM {PREFIX}events WHERE {late})
-        GROUP BY event_id
-        HAVING date_diff('day', CAST(MIN(event_ts) AS DATE), CAST(MIN(ingest_ts) AS DATE)) >= {int(lookback_days)}
+        SELECT event_id, {event_date} AS event_date, account_id, country
+        FROM (
+          SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {", ".join(logic.KEPT_COPY_ORDER)}) AS copy_rank
+          FROM {SOURCE}
+          WHERE {logic.VALID} AND event_id IN (SELECT event_id FROM {SOURCE} WHERE {unseen})
+        ) AS copies
+        WHERE copy_rank = 1 AND ({unseen})
         """,
     )
 
 
-def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str) -> int:
-    """Events ``relation`` (a strategy's playback_daily) holds that the source no longer has.
+def bind_deleted_upstream(engine: DuckDBEngine, daily: str, candidates: str) -> int:
+    """Events ``daily`` (a strategy's playback_daily) holds that the source no longer has.
 
     Args:
         candidates: a relation of ``event_id``s to look among; such an event is
@@ -81,14 +88,14 @@ def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str) 
     """
     engine.materialize(
         "held_events",
-        f"SELECT event_id, event_date, account_id, country FROM {relation} "
+        f"SELECT event_id, event_date, account_id, country FROM {daily} "
         f"WHERE event_id IN (SELECT event_id FROM {candidates})",
     )
     # Look the few held events up in the source (hash table on them), not the source up in them.
     return engine.materialize(
         "deleted_upstream_events",
         "SELECT * FROM held_events WHERE event_id NOT IN "
-        f"(SELECT event_id FROM {PREFIX}events WHERE event_id IN (SELECT event_id FROM held_events))",
+        f"(SELECT event_id FROM {SOURCE} WHERE event_id IN (SELECT event_id FROM held_events))",
     )
 
 
@@ -96,13 +103,13 @@ def bind_deleted_upstream(engine: DuckDBEngine, relation: str, candidates: str) 
 _SQL_TYPES = {"string": "VARCHAR", "long": "BIGINT", "int": "INTEGER", "date": "DATE", "timestamptz": "TIMESTAMPTZ"}
 
 
-def _row_hash(stage: str) -> str:
+def _row_hash(stage_name: str) -> str:
     """A 64-bit hash of a row's every column, typed alike on both sides."""
-    fields = TARGETS[stage].schema.fields
+    fields = stage(stage_name).schema.fields
     return "hash(" + ", ".join(f"CAST({f.name} AS {_SQL_TYPES[str(f.field_type)]})" for f in fields) + ")"
 
 
-def _mismatched_keys(engine: DuckDBEngine, stage: str, rel: str, oracle: str) -> int:
+def _mismatched_keys(engine: DuckDBEngine, stage_name: str, rel: str, oracle: str) -> int:
     """Materialize ``mismatched_keys``: keys whose rows differ between ``rel`` and ``oracle``; returns their count.
 
     Partitions are first compared by fingerprint (row count and the sum of
@@ -110,8 +117,8 @@ def _mismatched_keys(engine: DuckDBEngine, stage: str, rel: str, oracle: str) ->
     compared row by row, as (key, row hash) multisets. Two different rows
     compare equal only if their 64-bit hashes collide.
     """
-    h = _row_hash(stage)
-    key = ", ".join(TARGETS[stage].key)
+    h = _row_hash(stage_name)
+    key = ", ".join(stage(stage_name).key)
 
     def fingerprint(relation: str) -> str:
         return f"SELECT event_date, COUNT(*) AS n, SUM(CAST({h} AS HUGEINT)) AS s FROM {relation} GROUP BY event_date"
@@ -144,9 +151,9 @@ def _mismatched_keys(engine: DuckDBEngine, stage: str, rel: str, oracle: str) ->
     return engine.materialize("mismatched_keys", f"{keys(rel)} UNION {keys(oracle)}")
 
 
-def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: str) -> str:
-    table = catalog.load_table(f"{strategy}.{stage}")
-    rel = f"{strategy}_{stage}"
+def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage_name: str) -> str:
+    table = catalog.load_table(stage(stage_name).table(strategy))
+    rel = f"{strategy}_{stage_name}"
     files = plan(table, AlwaysTrue())
     if files.delete_files:
         # Merge-on-read (Spark): pyiceberg's scan applies the row-level deletes.
@@ -157,21 +164,22 @@ def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: str) -> 
 
 
 def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days: int | None = None) -> Verdict:
-    """Compare ``strategy``'s three tables with the oracle relations already computed.
+    """Compare ``strategy``'s table of every stage with the oracle relations already computed.
 
     Args:
         lookback_days: for the lookback, the window that explains mismatches.
     """
-    rels = {stage: _bind(engine, catalog, strategy, stage) for stage in STAGES}
+    rels = {s.name: _bind(engine, catalog, strategy, s.name) for s in PIPELINE}
     beyond = deleted = None
     if lookback_days is not None:
         beyond = bind_beyond_window(engine, lookback_days)
     total = unexplained = 0
     per_stage = {}
-    for stage in STAGES:  # playback_daily first: its mismatches name the deleted events
-        mismatched = _mismatched_keys(engine, stage, rels[stage], f"{PREFIX}{stage}")
-        if lookback_days is not None and stage == "playback_daily":
-            deleted = bind_deleted_upstream(engine, rels["playback_daily"], "mismatched_keys")
+    first = PIPELINE[0]  # its key is the event's: its mismatches name the deleted events
+    for s in PIPELINE:
+        mismatched = _mismatched_keys(engine, s.name, rels[s.name], oracle.relation(s.name))
+        if lookback_days is not None and s is first:
+            deleted = bind_deleted_upstream(engine, rels[first.name], "mismatched_keys")
             engine.materialize(
                 "unseen_events",
                 "SELECT event_id, event_date, account_id, country FROM beyond_window_events "
@@ -179,13 +187,11 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
             )
         stage_unexplained = mismatched
         if beyond is not None and mismatched:
-            # Keys of rank rows do not carry the date/country pair directly: join on them.
-            by = AFFECTED_BY[stage]
-            cond = " AND ".join(f"m.{c} = b.{c}" for c in by)
+            cond = " AND ".join(f"m.{c} = b.{c}" for c in s.affected_by)
             stage_unexplained = engine.scalar(
                 f"SELECT COUNT(*) FROM mismatched_keys m WHERE NOT EXISTS (SELECT 1 FROM unseen_events b WHERE {cond})"
             )
-        per_stage[stage] = {"mismatched_rows": mismatched, "unexplained_mismatched_rows": stage_unexplained}
+        per_stage[s.name] = {"mismatched_rows": mismatched, "unexplained_mismatched_rows": stage_unexplained}
         total += mismatched
         unexplained += stage_unexplained
     return Verdict(total == 0, total, unexplained, beyond, deleted, per_stage)

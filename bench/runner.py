@@ -25,11 +25,12 @@ from bench.scenario import Scenario
 from datagen.ingest import ingest_batch, read_events_file, split_by_arrival
 from datagen.model import arrival_batch
 from pipelines import lookback, oracle
-from pipelines.catalog import SOURCE_TABLE, STAGES, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Engine
 from pipelines.ips import workflow as ips
 from pipelines.maintenance import compact, expire_history
+from pipelines.pipeline import SOURCE_TABLE, STAGES
 
 
 @dataclass

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -22,9 +22,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
 from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions_from, plan_dates
-
-if TYPE_CHECKING:
-    from pipelines.context import StageContext
+from pipelines.recorder import FaultHook, Recorder
 
 
 def in_dates(column: str, dates: Sequence[date]) -> str:
@@ -37,19 +35,36 @@ def in_dates(column: str, dates: Sequence[date]) -> str:
 
 @dataclass(frozen=True)
 class PartitionedInput:
-    """How to bind a stage's input to a subset of its dates.
+    """A stage's input over some ``event_date``s, which an engine may bind a few dates at a time.
 
     Every stage's logic is local to an ``event_date`` partition (an event_id
     lives in one date), so an engine may evaluate a stage a few dates at a
     time, holding less at once, and get the same rows.
 
     Attributes:
-        bind: binds the input relation to the rows of the given dates only.
-        rows: how many input rows all the dates hold (to size the pieces).
+        relation: the name the stage SQL reads the input by.
+        table: the input table.
+        date_column: a SQL expression for an input row's event date.
+        dates: the event dates the stage recomputes.
+        files: the planned scan of all ``dates`` (what the job reads).
     """
 
-    bind: Callable[[Sequence[date]], None]
-    rows: int
+    relation: str
+    table: Table
+    date_column: str
+    dates: Sequence[date]
+    files: FileSet
+
+    @property
+    def rows(self) -> int:
+        return self.files.rows
+
+    def bind(self, engine: Engine, some: Sequence[date] | None = None) -> None:
+        """Bind the relation to the rows of ``some`` of the dates (all of them by default)."""
+        if some is None:
+            engine.bind_input(self.relation, self.table, self.files, in_dates(self.date_column, self.dates))
+        else:
+            engine.bind_input(self.relation, self.table, plan_dates(self.table, some), in_dates(self.date_column, some))
 
 
 def date_pieces(dates: Sequence[date], rows: int, piece_rows: int) -> Iterator[list[date]]:
@@ -58,13 +73,6 @@ def date_pieces(dates: Sequence[date], rows: int, piece_rows: int) -> Iterator[l
     ordered = sorted(dates)
     for i in range(0, len(ordered), per_piece):
         yield ordered[i : i + per_piece]
-
-
-def partitioned_input(engine: Engine, relation: str, table: Table, date_column: str, rows: int) -> PartitionedInput:
-    """Pieces that bind ``relation`` to the rows of ``table`` whose ``date_column`` is one of the given dates."""
-    return PartitionedInput(
-        lambda some: engine.bind_input(relation, table, plan_dates(table, some), in_dates(date_column, some)), rows
-    )
 
 
 def arrow_schema(table: Table) -> pa.Schema:
@@ -88,21 +96,22 @@ class Engine(Protocol):
     def scalar(self, sql: str) -> int: ...
 
     def replace_partitions(
-        self,
-        ctx: StageContext,
-        target: Table,
-        sql: str,
-        dates: Sequence[date],
-        pieces: PartitionedInput | None = None,
+        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
     ) -> None:
-        """INSERT OVERWRITE: the ``event_date`` partitions ``dates`` of ``target`` become ``sql``'s rows.
+        """INSERT OVERWRITE: the ``event_date`` partitions ``source.dates`` of ``target`` become ``sql``'s rows.
 
-        ``pieces``, when given, lets the engine evaluate ``sql`` a few dates at a
-        time (the input is bound for all ``dates`` beforehand either way).
+        The engine binds ``source`` itself: at once, or a few dates at a time.
         """
 
     def insert_missing(
-        self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
+        self,
+        target: Table,
+        sql: str,
+        key: str,
+        dates: Sequence[date],
+        existing: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
         """MERGE INTO target USING (sql) ON key WHEN NOT MATCHED THEN INSERT, the target pruned to ``dates``.
 
@@ -110,7 +119,14 @@ class Engine(Protocol):
         """
 
     def merge_by_key(
-        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
+        self,
+        target: Table,
+        sql: str,
+        keys: Sequence[str],
+        dates: Sequence[date],
+        old: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
         """MERGE INTO target USING (sql) ON keys WHEN MATCHED UPDATE WHEN NOT MATCHED INSERT, within ``dates``.
 
@@ -209,17 +225,19 @@ class DuckDBEngine:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    def materialize_by_dates(self, name: str, sql: str, dates: Sequence[date], pieces: PartitionedInput) -> None:
+    def materialize_by_dates(self, name: str, sql: str, source: PartitionedInput) -> None:
         """Evaluate ``sql`` into temp table ``name`` a few dates at a time: the rows it would give at once.
 
         About CHUNK_ROWS input rows per piece: a window or join over fewer rows
-        needs less memory (no spilling). ``sql``'s input must be bound (to any
-        rows) beforehand; ``pieces`` rebinds it to each run of dates.
+        needs less memory (no spilling). ``source`` is bound to each run of dates.
         """
-        self.materialize(name, f"SELECT * FROM ({sql}) AS o WHERE FALSE")
-        for some in date_pieces(dates, pieces.rows, self.CHUNK_ROWS):
-            pieces.bind(some)
-            self.execute(f'INSERT INTO "{name}" {sql}')
+        pieces = list(date_pieces(source.dates, source.rows, self.CHUNK_ROWS)) or [[]]
+        for i, some in enumerate(pieces):
+            source.bind(self, some)
+            if i == 0:
+                self.materialize(name, sql)
+            else:
+                self.execute(f'INSERT INTO "{name}" {sql}')
 
     def ordered(self, sql: str) -> list[pa.Table]:
         """``sql``'s rows in one Arrow table ordered by ``event_date``: one pass, no temp table.
@@ -255,46 +273,54 @@ class DuckDBEngine:
             yield rows(f" WHERE {in_dates('event_date', group)}")
 
     def replace_partitions(
-        self,
-        ctx: StageContext,
-        target: Table,
-        sql: str,
-        dates: Sequence[date],
-        pieces: PartitionedInput | None = None,
+        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
     ) -> None:
-        with ctx.recorder.phase("transform"):
-            if pieces is None:
-                self.materialize("stage_output", sql)
-                output: Iterable[pa.Table] = self.chunks("stage_output")
-            elif pieces.rows <= self.CHUNK_ROWS:
+        with recorder.phase("transform"):
+            output: Iterable[pa.Table]
+            if source.rows <= self.CHUNK_ROWS:
+                source.bind(self)
                 output = self.ordered(sql)
             else:
-                self.materialize_by_dates("stage_output", sql, dates, pieces)
+                self.materialize_by_dates("stage_output", sql, source)
                 output = self.chunks("stage_output")
-        ctx.fault("before_write")
-        with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, output, dates, ctx.recorder)
+        fault("before_write")
+        with recorder.phase("write"):
+            overwrite_partitions_from(target, output, source.dates, recorder)
 
     def insert_missing(
-        self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
+        self,
+        target: Table,
+        sql: str,
+        key: str,
+        dates: Sequence[date],
+        existing: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
-        with ctx.recorder.phase("transform"):
+        with recorder.phase("transform"):
             self.materialize("merge_source", sql)
-        with ctx.recorder.phase("probe"):
+        with recorder.phase("probe"):
             self.bind_files("merge_target", existing, arrow_schema(target), in_dates("event_date", dates))
             new_rows = self.query(
                 "SELECT s.* FROM merge_source s WHERE NOT EXISTS "
                 f'(SELECT 1 FROM merge_target t WHERE t."{key}" = s."{key}") ORDER BY s.event_date'
             )
-        ctx.fault("before_write")
-        with ctx.recorder.phase("write"):
-            append(target, new_rows, ctx.recorder)
+        fault("before_write")
+        with recorder.phase("write"):
+            append(target, new_rows, recorder)
 
     def merge_by_key(
-        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
+        self,
+        target: Table,
+        sql: str,
+        keys: Sequence[str],
+        dates: Sequence[date],
+        old: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
         on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
-        with ctx.recorder.phase("transform"):
+        with recorder.phase("transform"):
             new_rows = self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
             # Copy-on-write: the touched partitions are rewritten whole, unchanged keys included.
@@ -307,9 +333,9 @@ class DuckDBEngine:
             else:
                 self.materialize("stage_output", merged)
                 output = self.chunks("stage_output")
-        ctx.fault("before_write")
-        with ctx.recorder.phase("write"):
-            overwrite_partitions_from(target, output, dates, ctx.recorder)
+        fault("before_write")
+        with recorder.phase("write"):
+            overwrite_partitions_from(target, output, dates, recorder)
 
     def close(self) -> None:
         self.con.close()

@@ -2,8 +2,9 @@
 
 Lookback, IPS and the oracle run exactly these statements; they differ only
 in which rows the input relation holds (``{events}`` for stage 1, ``{daily}``
-for stage 2) and how the output is written. The SQL is plain enough to run on
-DuckDB and Spark SQL alike when the session time zone is UTC.
+for stage 2) and how the output is written. Which stage reads what is
+declared in ``pipelines.pipeline``. The SQL is plain enough to run on DuckDB
+and Spark SQL alike when the session time zone is UTC.
 """
 
 from __future__ import annotations
@@ -11,16 +12,24 @@ from __future__ import annotations
 VIEW_SECONDS_CAP = 14_400
 TOP_TITLES = 10
 
-# Stage 1: valid events, one row per event_id (re-sends are identical; keep the
-# earliest arrival), view time capped. Most events arrive once: only the ids
+# An event's date: the UTC date of its timestamp (every session runs in UTC).
+EVENT_DATE = "CAST(event_ts AS DATE)"
+# A valid playback event; the others are malformed and dropped by stage 1.
+VALID = "title_id IS NOT NULL AND view_seconds > 0"
+# The copy of an event stage 1 keeps comes first in this order: the earliest
+# arrival, and among copies that arrived together the smallest payload.
+KEPT_COPY_ORDER = ("ingest_ts", "country", "device", "account_id", "title_id", "view_seconds")
+
+# Stage 1: valid events, one row per event_id (the first copy in KEPT_COPY_ORDER),
+# view time capped. Most events arrive once: only the ids
 # seen more than once go through the window that ranks arrivals. The same rows
 # as ranking every id, for about a quarter less on DuckDB, which evaluates
 # ``valid`` once (Spark may inline it and read the input again).
-_PLAYBACK_DAILY_COLUMNS = f"""event_id, CAST(event_ts AS DATE) AS event_date, event_ts, account_id, title_id,
+_PLAYBACK_DAILY_COLUMNS = f"""event_id, {EVENT_DATE} AS event_date, event_ts, account_id, title_id,
        country, device, LEAST(view_seconds, {VIEW_SECONDS_CAP}) AS view_seconds"""
 PLAYBACK_DAILY = f"""
 WITH valid AS (
-  SELECT * FROM {{events}} WHERE title_id IS NOT NULL AND view_seconds > 0
+  SELECT * FROM {{events}} WHERE {VALID}
 ), repeated AS (
   SELECT event_id FROM valid GROUP BY event_id HAVING COUNT(*) > 1
 )
@@ -30,7 +39,7 @@ WHERE NOT EXISTS (SELECT 1 FROM repeated AS r WHERE r.event_id = valid.event_id)
 UNION ALL
 SELECT {_PLAYBACK_DAILY_COLUMNS}
 FROM (
-  SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts) AS arrival_rank
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {", ".join(KEPT_COPY_ORDER)}) AS arrival_rank
   FROM valid
   WHERE EXISTS (SELECT 1 FROM repeated AS r WHERE r.event_id = valid.event_id)
 ) AS copies
@@ -70,21 +79,3 @@ FROM (
 ) AS ranked
 WHERE title_rank <= {TOP_TITLES}
 """
-
-STAGE_SQL = {
-    "playback_daily": PLAYBACK_DAILY,
-    "playback_daily_agg": PLAYBACK_DAILY_AGG,
-    "title_daily_rank": TITLE_DAILY_RANK,
-}
-
-# The relation each stage reads: the source events, or stage 1's output.
-STAGE_INPUT = {
-    "playback_daily": "events",
-    "playback_daily_agg": "daily",
-    "title_daily_rank": "daily",
-}
-
-
-def stage_sql(stage: str, relation: str) -> str:
-    """The statement of ``stage`` reading its input from ``relation``."""
-    return STAGE_SQL[stage].format(**{STAGE_INPUT[stage]: relation})

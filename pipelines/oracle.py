@@ -1,42 +1,53 @@
-"""The oracle: the same stage logic applied to all source data."""
+"""The oracle: the same stage logic applied to all input, every stage in lineage order."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-from pipelines import logic
-from pipelines.catalog import SOURCE_TABLE, STAGES
-from pipelines.engine import DuckDBEngine, partitioned_input
-from pipelines.iceberg_io import FileSet, partition_dates, plan
+from pipelines.engine import DuckDBEngine, PartitionedInput
+from pipelines.iceberg_io import partition_dates, plan
+from pipelines.pipeline import PIPELINE, Input
 
 PREFIX = "oracle_"
-EVENT_DATE = "CAST(event_ts AS DATE)"
+
+
+def relation(name: str) -> str:
+    """The engine relation holding the oracle's version of a source table or stage."""
+    return PREFIX + name.replace(".", "_")
+
+
+def _bind_source(engine: DuckDBEngine, catalog: Catalog, source_input: Input) -> PartitionedInput:
+    """Bind all of a source table as its oracle relation; returns it as date pieces too."""
+    table = catalog.load_table(source_input.name)
+    everything = plan(table, AlwaysTrue())
+    engine.bind_input(relation(source_input.name), table, everything)
+    dates = partition_dates(table)
+    return PartitionedInput(relation(source_input.name), table, source_input.date_column, dates, everything)
 
 
 def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
     """Recompute every stage from all source rows into engine temp tables.
 
+    A stage reading a source table runs a few dates at a time (its logic is
+    local to a date, so its window never holds all events at once); a stage
+    reading other stages reads their oracle relations whole.
+
     Returns:
         The relation holding the oracle's result for each stage.
     """
-    source = catalog.load_table(SOURCE_TABLE)
-    schema = schema_to_pyarrow(source.schema(), include_field_ids=False)
-    everything = plan(source, AlwaysTrue())
-    # Stage 1 a few dates at a time (its logic is local to a date): its window
-    # then never holds all events at once.
-    piece = f"{PREFIX}events_piece"
-    engine.bind_files(piece, FileSet(), schema)
-    engine.materialize_by_dates(
-        f"{PREFIX}playback_daily",
-        logic.stage_sql("playback_daily", piece),
-        partition_dates(source),
-        partitioned_input(engine, piece, source, EVENT_DATE, everything.rows),
-    )
-    engine.bind_files(f"{PREFIX}events", everything, schema)
-    out = {"playback_daily": f"{PREFIX}playback_daily"}
-    for stage in STAGES[1:]:
-        engine.materialize(f"{PREFIX}{stage}", logic.stage_sql(stage, f"{PREFIX}playback_daily"))
-        out[stage] = f"{PREFIX}{stage}"
+    out: dict[str, str] = {}
+    for stage in PIPELINE:
+        if all(i.is_source for i in stage.inputs):
+            (source_input,) = stage.inputs
+            whole = _bind_source(engine, catalog, source_input)
+            piece = replace(whole, relation=f"{whole.relation}_piece")
+            sql = stage.statement(**{source_input.relation: piece.relation})
+            engine.materialize_by_dates(relation(stage.name), sql, piece)
+        else:
+            sql = stage.statement(**{i.relation: relation(i.name) for i in stage.inputs})
+            engine.materialize(relation(stage.name), sql)
+        out[stage.name] = relation(stage.name)
     return out

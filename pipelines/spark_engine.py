@@ -15,20 +15,18 @@ plans and what the commit's snapshot summary says it added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyiceberg.table import Table
 
 from pipelines.catalog import CATALOG_NAME
 from pipelines.engine import PartitionedInput, in_dates
 from pipelines.iceberg_io import FileSet, added_since
+from pipelines.recorder import FaultHook, Recorder
 from pipelines.spark_session import spark_session
-
-if TYPE_CHECKING:
-    from pipelines.context import StageContext
 
 MERGE_MODES = ("copy-on-write", "merge-on-read")
 
@@ -73,40 +71,44 @@ class SparkEngine:
         row = self.spark.sql(sql).collect()[0]
         return int(row[0]) if row[0] is not None else 0
 
-    def _commit(self, ctx: StageContext, target: Table, statement: Any, partitions: int) -> None:
+    def _commit(self, target: Table, statement: Callable[[], object], partitions: int, recorder: Recorder) -> None:
         """Run a write and record what its commit added, from the new snapshot summaries."""
         before = target.metadata.current_snapshot_id
-        with ctx.recorder.phase("write"):
+        with recorder.phase("write"):
             statement()
         target.refresh()
         if target.metadata.current_snapshot_id != before:
             stats = added_since(target, before)
-            ctx.recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
+            recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
 
     def replace_partitions(
-        self,
-        ctx: StageContext,
-        target: Table,
-        sql: str,
-        dates: Sequence[date],
-        pieces: PartitionedInput | None = None,
+        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
     ) -> None:
-        # Spark plans the whole input at once and spills by itself: ``pieces`` is not needed.
+        # Spark plans the whole input at once and spills by itself: no pieces needed.
+        dates = source.dates
         if not dates:
             return
         from pyspark.sql.functions import expr
 
+        source.bind(self)
         df = self.spark.sql(sql)
-        ctx.fault("before_write")
+        fault("before_write")
         self._commit(
-            ctx,
             target,
             lambda: df.writeTo(identifier(target)).overwrite(expr(in_dates("event_date", dates))),
             len(dates),
+            recorder,
         )
 
     def _merge(
-        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], actions: str
+        self,
+        target: Table,
+        sql: str,
+        keys: Sequence[str],
+        dates: Sequence[date],
+        actions: str,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
         """MERGE INTO target USING (sql) ON keys, the target pruned to ``dates``."""
         self.bind_sql("merge_source", sql)
@@ -115,18 +117,33 @@ class SparkEngine:
             f"MERGE INTO {identifier(target)} t USING merge_source s "
             f"ON {on} AND {in_dates('t.event_date', dates)} {actions}"
         )
-        ctx.fault("before_write")
-        self._commit(ctx, target, lambda: self.spark.sql(statement), len(dates))
+        fault("before_write")
+        self._commit(target, lambda: self.spark.sql(statement), len(dates), recorder)
 
     def insert_missing(
-        self, ctx: StageContext, target: Table, sql: str, key: str, dates: Sequence[date], existing: FileSet
+        self,
+        target: Table,
+        sql: str,
+        key: str,
+        dates: Sequence[date],
+        existing: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
-        self._merge(ctx, target, sql, (key,), dates, "WHEN NOT MATCHED THEN INSERT *")
+        self._merge(target, sql, (key,), dates, "WHEN NOT MATCHED THEN INSERT *", recorder, fault)
 
     def merge_by_key(
-        self, ctx: StageContext, target: Table, sql: str, keys: Sequence[str], dates: Sequence[date], old: FileSet
+        self,
+        target: Table,
+        sql: str,
+        keys: Sequence[str],
+        dates: Sequence[date],
+        old: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
     ) -> None:
-        self._merge(ctx, target, sql, keys, dates, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+        actions = "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        self._merge(target, sql, keys, dates, actions, recorder, fault)
 
     def close(self) -> None:
         for name in list(self._cached):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from datagen.model import SOURCE_ARROW_SCHEMA
 from pipelines import logic
 from pipelines.engine import DuckDBEngine
+from pipelines.pipeline import stage
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -34,13 +35,27 @@ payloads = st.fixed_dictionaries(
 )
 
 
+# What a copy of an event may carry differently from the first (a re-send from
+# another device or region); its event date stays the same (the input contract).
+variations = st.fixed_dictionaries(
+    {},
+    optional={
+        "account_id": st.integers(1, 6),
+        "country": st.sampled_from(["US", "BR"]),
+        "device": st.sampled_from(["tv", "web"]),
+        "view_seconds": st.one_of(st.none(), st.integers(-5, 20_000)),
+    },
+)
+
+
 @st.composite
 def event_tables(draw) -> pa.Table:
-    """Events with ids e0..eN; each id's copies share their payload and differ only in arrival."""
+    """Events with ids e0..eN; copies arrive later or at the same instant, some with another payload."""
     rows = []
     for i, payload in enumerate(draw(st.lists(payloads, min_size=1, max_size=100))):
         for hours in draw(st.lists(st.integers(0, 96), min_size=1, max_size=3)):  # equal arrivals allowed
-            rows.append({"event_id": f"e{i}", **payload, "ingest_ts": payload["event_ts"] + timedelta(hours=hours)})
+            copy = {**payload, **draw(variations)}
+            rows.append({"event_id": f"e{i}", **copy, "ingest_ts": payload["event_ts"] + timedelta(hours=hours)})
     order = draw(st.permutations(range(len(rows))))
     return pa.Table.from_pylist([rows[i] for i in order], schema=SOURCE_ARROW_SCHEMA)
 
@@ -48,7 +63,9 @@ def event_tables(draw) -> pa.Table:
 def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The three stages as DESIGN.md states them, in pandas."""
     valid = events[events.title_id.notna() & (events.view_seconds.fillna(0) > 0)]
-    daily = valid.sort_values("ingest_ts", kind="stable").drop_duplicates("event_id", keep="first").copy()
+    # The earliest copy; among copies that arrived together the smallest by country, device, account, title, time.
+    order = ["ingest_ts", "country", "device", "account_id", "title_id", "view_seconds"]
+    daily = valid.sort_values(order, kind="stable").drop_duplicates("event_id", keep="first").copy()
     daily["event_date"] = daily.event_ts.dt.tz_convert("UTC").dt.date
     daily["view_seconds"] = daily.view_seconds.clip(upper=logic.VIEW_SECONDS_CAP)
     daily = daily.drop(columns="ingest_ts")
@@ -88,19 +105,19 @@ def assert_sql_matches_reference(events: pa.Table) -> None:
     engine = DuckDBEngine(threads=1)
     try:
         engine.bind_arrow("events", events)
-        daily = engine.query(logic.stage_sql("playback_daily", "events"))
+        daily = engine.query(stage("playback_daily").statement())
         engine.bind_arrow("daily", daily)
         ours = {
             "playback_daily": daily,
-            "playback_daily_agg": engine.query(logic.stage_sql("playback_daily_agg", "daily")),
-            "title_daily_rank": engine.query(logic.stage_sql("title_daily_rank", "daily")),
+            "playback_daily_agg": engine.query(stage("playback_daily_agg").statement()),
+            "title_daily_rank": engine.query(stage("title_daily_rank").statement()),
         }
     finally:
         engine.close()
     expected = reference(events.to_pandas())
-    for stage, table in ours.items():
+    for name, table in ours.items():
         columns = table.column_names
-        assert normalized(table.to_pandas(), columns) == normalized(expected[stage], columns), stage
+        assert normalized(table.to_pandas(), columns) == normalized(expected[name], columns), name
 
 
 @given(event_tables())
@@ -129,6 +146,7 @@ def test_stage_sql_on_a_day_with_every_case() -> None:
     rows += [
         {**rows[0], "event_id": "e-again", "device": "web"},  # account 2 watches title 1 again, on the web
         {**rows[1], "ingest_ts": ts},  # a copy arriving with its original
+        {**rows[1], "country": "BR"},  # one more at that instant from BR: "BR" < "US", this copy is kept
         {**rows[2], "ingest_ts": ts + timedelta(days=2)},  # a late copy
         {**rows[3], "event_id": "e-long", "view_seconds": 50_000},
         {**rows[4], "event_id": "e-no-title", "title_id": None},
@@ -139,4 +157,5 @@ def test_stage_sql_on_a_day_with_every_case() -> None:
     assert len(expected["playback_daily"]) == 16  # 14 + e-again + e-long
     assert expected["title_daily_rank"].title_rank.max() == logic.TOP_TITLES
     assert expected["playback_daily"].view_seconds.max() == logic.VIEW_SECONDS_CAP
+    assert expected["playback_daily"].set_index("event_id").loc["e2", "country"] == "BR"
     assert_sql_matches_reference(events)

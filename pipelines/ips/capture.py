@@ -109,19 +109,6 @@ class Capture:
         return out
 
 
-def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
-    """Data files that ``snapshot`` itself added (its own manifests, ADDED entries)."""
-    io = table.io
-    files = []
-    for manifest in snapshot.manifests(io):
-        if manifest.added_snapshot_id != snapshot.snapshot_id:
-            continue
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-            if entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == snapshot.snapshot_id:
-                files.append(entry.data_file)
-    return files
-
-
 @dataclass
 class Walk:
     """What the snapshot walk found between the watermark and the current snapshot."""
@@ -145,6 +132,11 @@ def _own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntrySt
             if entry.snapshot_id == snapshot.snapshot_id and entry.status != ManifestEntryStatus.EXISTING:
                 out.append((entry.status, entry.data_file))
     return out
+
+
+def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
+    """Data files that ``snapshot`` itself added."""
+    return [f for status, f in _own_entries(table, snapshot) if status == ManifestEntryStatus.ADDED]
 
 
 def _is_compaction(snapshot: Snapshot) -> bool:

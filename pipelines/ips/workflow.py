@@ -9,35 +9,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.catalog import SOURCE_TABLE
 from pipelines.context import StageContext
 from pipelines.iceberg_io import partition_dates
 from pipelines.ips.capture import Capture, build_icdc, find_changes
 from pipelines.ips.patterns import NAMESPACE, PATTERNS
 from pipelines.ips.state import StateLog, ip_commit, watermark
+from pipelines.pipeline import PIPELINE, Pattern, Stage
 
 STRATEGY = NAMESPACE
 
 
 @dataclass(frozen=True)
 class Workflow:
-    """One IPS workflow: the stage it fills, its pattern and what it captures from."""
+    """One IPS workflow, derived from its stage's declaration: what it captures from and how it writes."""
 
-    stage: str
-    pattern: str
-    input_table: str
-    range_field: str
+    stage: Stage
 
     @property
     def name(self) -> str:
-        return self.stage
+        return self.stage.name
+
+    @property
+    def pattern(self) -> Pattern:
+        return self.stage.pattern
+
+    @property
+    def input_table(self) -> str:
+        return self.stage.input.table(NAMESPACE)
+
+    @property
+    def range_field(self) -> str:
+        return self.stage.input.range_field
 
 
-WORKFLOWS: dict[str, Workflow] = {
-    "playback_daily": Workflow("playback_daily", "merge", SOURCE_TABLE, "event_ts"),
-    "playback_daily_agg": Workflow("playback_daily_agg", "filter", f"{NAMESPACE}.playback_daily", "event_date"),
-    "title_daily_rank": Workflow("title_daily_rank", "range", f"{NAMESPACE}.playback_daily", "event_date"),
-}
+WORKFLOWS: dict[str, Workflow] = {s.name: Workflow(s) for s in PIPELINE}
 
 
 def run_stage(ctx: StageContext, stage: str) -> Capture:
@@ -67,11 +72,11 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
         return cap  # nothing new: a no-op
     if cap.first_run:
         # A backfill replaces the target whole: also the partitions the input no longer has.
-        target = ctx.catalog.load_table(f"{NAMESPACE}.{stage}")
+        target = ctx.catalog.load_table(wf.stage.table(NAMESPACE))
         cap.rewritten_dates = sorted(set(cap.rewritten_dates) | set(partition_dates(target)))
     ctx.fault("after_capture")
     if not cap.empty:
-        PATTERNS[wf.pattern](ctx, cap)
+        PATTERNS[wf.pattern](ctx, wf.stage, cap)
     ctx.fault("after_write")
     with ctx.recorder.phase("commit"):
         retries = ip_commit(ctx.catalog, wf.input_table, wf.name, cap.to_snapshot_id)

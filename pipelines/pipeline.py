@@ -1,0 +1,187 @@
+"""The pipeline as data: every stage declared once.
+
+A stage's facts -- its SQL, the inputs it reads (and the field whose change
+ranges matter in each), its output table's schema, partition field and key,
+its IPS pattern, and which rows a late event it never saw can make wrong --
+live in one ``Stage`` below. Lookback, IPS, the oracle, the equality check
+and its explanations all read this declaration; adding a stage is adding one
+``Stage`` (and its SQL in ``logic``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import DateType, IntegerType, LongType, NestedField, StringType, TimestamptzType
+
+from pipelines import logic
+
+Strategy = Literal["lookback", "ips"]
+Pattern = Literal["merge", "filter", "range"]
+STRATEGIES: tuple[Strategy, ...] = ("lookback", "ips")
+
+SOURCE_TABLE = "source.playback"
+SOURCE_SCHEMA = Schema(
+    NestedField(1, "event_id", StringType(), required=True),
+    NestedField(2, "account_id", LongType(), required=True),
+    NestedField(3, "title_id", LongType(), required=False),
+    NestedField(4, "country", StringType(), required=True),
+    NestedField(5, "device", StringType(), required=True),
+    NestedField(6, "event_ts", TimestamptzType(), required=True),
+    NestedField(7, "view_seconds", IntegerType(), required=False),
+    NestedField(8, "ingest_ts", TimestamptzType(), required=True),
+)
+SOURCE_SPEC = PartitionSpec(PartitionField(source_id=6, field_id=1000, transform=DayTransform(), name="event_ts_day"))
+
+# The event date a row of each kind of input carries: a source row's from its
+# timestamp (in UTC), a stage's output as its partition column.
+_DATE_OF_FIELD = {"event_ts": logic.EVENT_DATE, "event_date": "event_date"}
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a stage.
+
+    Attributes:
+        name: a source table (``namespace.table``) or an upstream stage's name,
+            read from the same strategy's namespace.
+        relation: the name the stage SQL reads it by (``{relation}`` in the SQL).
+        range_field: the field whose change ranges IPS derives from file bounds.
+    """
+
+    name: str
+    relation: str
+    range_field: str
+
+    def table(self, strategy: str) -> str:
+        """The Iceberg table ``strategy`` reads this input from."""
+        return self.name if "." in self.name else f"{strategy}.{self.name}"
+
+    @property
+    def date_column(self) -> str:
+        """A SQL expression for a row's event date (partition pruning and date predicates)."""
+        return _DATE_OF_FIELD[self.range_field]
+
+    @property
+    def is_source(self) -> bool:
+        return "." in self.name
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, declared once.
+
+    Attributes:
+        name: the stage and its target table's name in each strategy's namespace.
+        sql: its logic (``logic``), reading each input by its ``relation``.
+        inputs: what it reads.
+        schema: its target table's schema.
+        key: the columns identifying a target row.
+        pattern: the IPS usage pattern that maintains it.
+        affected_by: the columns of an unseen event (one the lookback's window
+            missed) that identify the target rows it makes wrong.
+        partition_field: the target's identity partition column.
+    """
+
+    name: str
+    sql: str
+    inputs: tuple[Input, ...]
+    schema: Schema
+    key: tuple[str, ...]
+    pattern: Pattern
+    affected_by: tuple[str, ...]
+    partition_field: str = "event_date"
+
+    @property
+    def input(self) -> Input:
+        """The stage's one input (the patterns built so far read a single input)."""
+        if len(self.inputs) != 1:
+            raise ValueError(f"stage {self.name} reads {len(self.inputs)} inputs; its pattern expects one")
+        return self.inputs[0]
+
+    def statement(self, **relations: str) -> str:
+        """Its SQL, each input read from the relation named in ``relations`` (default: its own name)."""
+        return self.sql.format(**{i.relation: relations.get(i.relation, i.relation) for i in self.inputs})
+
+    def table(self, strategy: str) -> str:
+        return f"{strategy}.{self.name}"
+
+    @property
+    def spec(self) -> PartitionSpec:
+        field = self.schema.find_field(self.partition_field)
+        return PartitionSpec(
+            PartitionField(
+                source_id=field.field_id, field_id=1000, transform=IdentityTransform(), name=self.partition_field
+            )
+        )
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage(
+        name="playback_daily",
+        sql=logic.PLAYBACK_DAILY,
+        inputs=(Input(SOURCE_TABLE, "events", "event_ts"),),
+        schema=Schema(
+            NestedField(1, "event_id", StringType(), required=True),
+            NestedField(2, "event_date", DateType(), required=True),
+            NestedField(3, "event_ts", TimestamptzType(), required=True),
+            NestedField(4, "account_id", LongType(), required=True),
+            NestedField(5, "title_id", LongType(), required=True),
+            NestedField(6, "country", StringType(), required=True),
+            NestedField(7, "device", StringType(), required=True),
+            NestedField(8, "view_seconds", IntegerType(), required=True),
+        ),
+        key=("event_id",),
+        pattern="merge",
+        affected_by=("event_id",),
+    ),
+    Stage(
+        name="playback_daily_agg",
+        sql=logic.PLAYBACK_DAILY_AGG,
+        inputs=(Input("playback_daily", "daily", "event_date"),),
+        schema=Schema(
+            NestedField(1, "event_date", DateType(), required=True),
+            NestedField(2, "account_id", LongType(), required=True),
+            NestedField(3, "total_view_seconds", LongType(), required=True),
+            NestedField(4, "plays", LongType(), required=True),
+            NestedField(5, "distinct_titles", LongType(), required=True),
+        ),
+        key=("event_date", "account_id"),
+        pattern="filter",
+        affected_by=("event_date", "account_id"),
+    ),
+    Stage(
+        name="title_daily_rank",
+        sql=logic.TITLE_DAILY_RANK,
+        inputs=(Input("playback_daily", "daily", "event_date"),),
+        schema=Schema(
+            NestedField(1, "event_date", DateType(), required=True),
+            NestedField(2, "country", StringType(), required=True),
+            NestedField(3, "title_rank", IntegerType(), required=True),
+            NestedField(4, "title_id", LongType(), required=True),
+            NestedField(5, "view_seconds", LongType(), required=True),
+            NestedField(6, "viewers", LongType(), required=True),
+        ),
+        key=("event_date", "country", "title_rank"),
+        pattern="range",
+        # A rank row's key does not carry the title: an unseen play can move any rank of its country and date.
+        affected_by=("event_date", "country"),
+    ),
+)
+
+STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
+_BY_NAME = {s.name: s for s in PIPELINE}
+
+
+def stage(name: str) -> Stage:
+    """The declaration of stage ``name``."""
+    return _BY_NAME[name]
+
+
+def upstream(name: str) -> tuple[Stage, ...]:
+    """The stages before ``name`` in lineage order (what must run first)."""
+    return PIPELINE[: STAGES.index(name)]
