@@ -1,161 +1,53 @@
-"""``ipsbench``: run, report, state, and the step-wise init/ingest/process/check."""
+"""``ipsbench``: run, sweep, report, compare, state, and the step-wise init/ingest/process/check.
+
+Exit status (DESIGN.md): 0 passed, 1 results wrong, 2 bad input, 3 internal
+error, 130/143 stopped by Ctrl-C/SIGTERM; every failure is one line on stderr
+(the traceback of an internal error only with ``--debug``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from bench.scenario import ENGINES, PRESETS, SCENARIO_FILE, BadScenario, Scenario, from_preset
-
-EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class BadInput(Exception):
-    """Bad user input: reported on one line, exit status 2, nothing written."""
-
-
-def _fraction(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def _add_scenario_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scenario (defaults come from the preset)")
-    g.add_argument("--preset", default="small", help=f"starting point: {', '.join(PRESETS)} (default small)")
-    g.add_argument("--days", type=int, help="processing days to simulate, one arrival batch each")
-    g.add_argument("--warmup-days", type=int, help="first days run but left out of totals")
-    g.add_argument("--events-per-day", type=int, help="original events per arrival batch")
-    g.add_argument("--late-fraction", type=_fraction, help="share of events arriving >= 1 day late, in [0, 1)")
-    g.add_argument("--lookback-days", type=int, help="the lookback window X in days (>= 1)")
-    g.add_argument(
-        "--beyond-window-share",
-        type=_fraction,
-        help="share of late events arriving --lateness-window-days or more days late "
-        "(a lookback of that window never sees them)",
-    )
-    g.add_argument(
-        "--lateness-window-days",
-        type=int,
-        help="the window --beyond-window-share refers to (default 14); fixed while --lookback-days varies",
-    )
-    g.add_argument("--max-lateness-days", type=int, help="the longest lateness generated, in days")
-    g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
-    g.add_argument("--malformed-fraction", type=_fraction, help="share of events with null title or bad view time")
-    g.add_argument("--seed", type=int, help="generator seed (same seed, same batches)")
-    g.add_argument(
-        "--maintenance-every-days", type=int, help="compact small files and expire snapshots every N days (0: never)"
-    )
-    g.add_argument(
-        "--privacy-delete-every-days",
-        type=int,
-        help="every N days delete all events of some accounts from the source, a non-append change (0: never)",
-    )
-    g.add_argument("--privacy-delete-accounts", type=int, help="accounts removed by each privacy delete (default 1)")
-    g.add_argument("--engine", help="duckdb (embedded default) or spark")
-    g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
-    g.add_argument(
-        "--merge-mode",
-        help="write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read (Spark only)",
-    )
-    g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
-    g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")
-    g.add_argument("--repeats", type=int, help="whole-run repeats; figures are medians")
-    g.add_argument(
-        "--events",
-        dest="events_file",
-        metavar="FILE.parquet",
-        help="ingest your own events (source columns, UTC timestamps) instead of generating",
-    )
-
-
-def scenario_from_args(args: argparse.Namespace) -> Scenario:
-    strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else None
-    events_file = str(Path(args.events_file).resolve()) if args.events_file else None
-    return from_preset(
-        args.preset,
-        days=args.days,
-        warmup_days=args.warmup_days,
-        events_per_day=args.events_per_day,
-        late_fraction=args.late_fraction,
-        lookback_days=args.lookback_days,
-        beyond_window_share=args.beyond_window_share,
-        lateness_window_days=args.lateness_window_days,
-        max_lateness_days=args.max_lateness_days,
-        duplicate_fraction=args.duplicate_fraction,
-        malformed_fraction=args.malformed_fraction,
-        seed=args.seed,
-        maintenance_every_days=args.maintenance_every_days,
-        privacy_delete_every_days=args.privacy_delete_every_days,
-        privacy_delete_accounts=args.privacy_delete_accounts,
-        engine=args.engine,
-        spark_master=args.spark_master,
-        strategies=strategies,
-        check=args.check,
-        merge_mode=args.merge_mode,
-        repeats=args.repeats,
-        events_file=events_file,
-    )
-
-
-def _check_new_dir(path: Path, what: str) -> None:
-    """``path`` must be creatable (or an empty directory) and writable."""
-    if path.exists():
-        if not path.is_dir():
-            raise BadInput(f"{what} {path} exists and is not a directory")
-        if any(path.iterdir()):
-            raise BadInput(f"{what} {path} is not empty; choose a new directory or remove it")
-        if not os.access(path, os.W_OK):
-            raise BadInput(f"{what} {path} is not writable")
-        return
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise BadInput(f"{what} {path} cannot be created: {parent} is not writable")
-
-
-def _events_for(scenario: Scenario) -> Any:
-    from bench.runner import load_events
-    from datagen.ingest import BadEventsFile
-
-    try:
-        events = load_events(scenario)
-    except BadEventsFile as e:
-        raise BadInput(str(e)) from None
-    if events is not None:
-        from datagen.ingest import split_by_arrival
-
-        start, batches = split_by_arrival(events)
-        scenario = Scenario.from_dict(
-            {
-                **scenario.as_dict(),
-                "start_date": start.isoformat(),
-                "days": len(batches),
-                "warmup_days": min(scenario.warmup_days, len(batches) - 1),
-            }
-        )
-    return scenario, events
+from bench import sweep
+from bench.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    RESULTS_PARQUET,
+    SCENARIO_FILE,
+    SUMMARY_JSON,
+    SWEEP_RESULTS,
+    SWEEP_SUMMARY,
+    pct,
+)
+from bench.options import BadInput, add_scenario_options, check_new_dir, events_for, scenario_from_args
+from bench.scenario import ENGINES, BadScenario, Scenario
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = Path(args.out)
-    _check_new_dir(out, "--out")
+    check_new_dir(out, "--out")
     warehouse_root = Path(args.warehouse) if args.warehouse else out / "warehouse"
     if args.warehouse:
-        _check_new_dir(warehouse_root, "--warehouse")
+        check_new_dir(warehouse_root, "--warehouse")
     if scenario.engine == "spark":
         _check_spark()
-    scenario, events = _events_for(scenario)
+    scenario, events = events_for(scenario)
 
     from bench.execute import run_scenario
 
@@ -164,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary, report, ok = run_scenario(scenario, events, out, warehouse_root, progress=not args.quiet)
     except BaseException:
-        if created and not (out / "summary.json").exists():
+        if created and not (out / SUMMARY_JSON).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
     print_summary(summary, report)
@@ -181,11 +73,11 @@ def print_summary(summary: dict[str, Any], report: Path) -> None:
         )
     r = summary["ratio_ips_over_lookback"]
     if r:
-        print("IPS/lookback: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in r.items() if v is not None))
+        print("IPS/lookback: " + ", ".join(f"{k} {pct(v)}" for k, v in r.items() if v is not None))
     for s in summary["stages"]:
         ratio = s.get("ratio_over_lookback", {}).get("wall_s")
         if ratio is not None:
-            print(f"  {s['stage']:<20} ({s['pattern']}): IPS/lookback wall {100 * ratio:.1f} %")
+            print(f"  {s['stage']:<20} ({s['pattern']}): IPS/lookback wall {pct(ratio)}")
     for s, v in summary["correctness"].items():
         extra = ""
         if "unexplained_mismatched_rows" in v:
@@ -198,12 +90,32 @@ def print_summary(summary: dict[str, Any], report: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render a run's or a sweep's report from its result files only (no engine, no catalog)."""
+    out = Path(args.dir)
+    if (out / SWEEP_SUMMARY).is_file():
+        if not (out / SWEEP_RESULTS).is_file():
+            raise BadInput(f"{out} holds {SWEEP_SUMMARY} but no {SWEEP_RESULTS}")
+        from reports.sweep import render_sweep
+
+        print(f"report: {render_sweep(out)}")
+        return EXIT_OK
+    if not (out / SUMMARY_JSON).is_file() or not (out / RESULTS_PARQUET).is_file():
+        raise BadInput(f"{out} holds no result files ({SUMMARY_JSON}, {RESULTS_PARQUET})")
     from reports.render import render
 
-    out = Path(args.dir)
-    if not (out / "summary.json").is_file() or not (out / "results.parquet").is_file():
-        raise BadInput(f"{out} holds no result files (summary.json, results.parquet)")
     print(f"report: {render(out)}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Old and new figures of two runs, stage by stage, with the relative change."""
+    from reports.compare import NotAResult, compare, format_table, read_summary, scenario_changes
+
+    try:
+        old, new = read_summary(Path(args.old)), read_summary(Path(args.new))
+    except NotAResult as e:
+        raise BadInput(str(e)) from None
+    print(format_table(compare(old, new), scenario_changes(old, new)))
     return EXIT_OK
 
 
@@ -240,10 +152,10 @@ def _open_warehouse(path: str, strategies: Sequence[str] | None = None) -> tuple
 
 def _check_schemas(catalog: Any, tables: Sequence[str]) -> None:
     """Tables must have this version's schemas (not another tool's or an older layout)."""
-    from pipelines.catalog import SOURCE_SCHEMA, SOURCE_TABLE, TARGETS
+    from pipelines.pipeline import SOURCE_SCHEMA, SOURCE_TABLE, stage
 
     for name in tables:
-        expected = SOURCE_SCHEMA if name == SOURCE_TABLE else TARGETS[name.split(".", 1)[1]].schema
+        expected = SOURCE_SCHEMA if name == SOURCE_TABLE else stage(name.split(".", 1)[1]).schema
         actual = catalog.load_table(name).schema()
         if [(f.name, str(f.field_type)) for f in actual.fields] != [
             (f.name, str(f.field_type)) for f in expected.fields
@@ -279,7 +191,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     scenario = scenario_from_args(args)
     wh = Path(args.warehouse)
-    _check_new_dir(wh, "--warehouse")
+    check_new_dir(wh, "--warehouse")
     wh.mkdir(parents=True, exist_ok=True)
     (wh / SCENARIO_FILE).write_text(json.dumps(scenario.as_dict(), indent=2))
     create_tables(open_catalog(wh, create=True), scenario.strategies, scenario.merge_mode)
@@ -365,21 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="What does a fixed lookback window cost, and what does incremental processing on Iceberg "
         "metadata (IPS) save - with results proven equal to a full recompute?",
     )
+    p.add_argument("--debug", action="store_true", help="print the traceback of an internal error (give it first)")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate a scenario day by day with both strategies, check, report")
     run.add_argument("--out", required=True, help="new directory for results, report and (by default) the warehouse")
     run.add_argument("--warehouse", help="put the Iceberg warehouse here instead of OUT/warehouse")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_scenario_options(run)
+    add_scenario_options(run)
     run.set_defaults(func=cmd_run)
 
-    from bench.sweep import add_sweep_parser, cmd_report_any
-
-    add_sweep_parser(sub)
+    sweep.add_sweep_parser(sub)
 
     rep = sub.add_parser("report", help="re-render report.md and plots from a run's or a sweep's result files")
     rep.add_argument("dir")
-    rep.set_defaults(func=cmd_report_any)
+    rep.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="old vs new figures and verdicts of two runs, stage by stage, with the relative change",
+        description="OLD and NEW are run directories or their summary.json files (e.g. results/<date>-<machine>/).",
+    )
+    cmp.add_argument("old")
+    cmp.add_argument("new")
+    cmp.set_defaults(func=cmd_compare)
 
     st = sub.add_parser("state", help="per IPS workflow: watermark snapshot and recent captures")
     st.add_argument("--warehouse", required=True)
@@ -388,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create a warehouse for step-by-step runs")
     init.add_argument("--warehouse", required=True)
-    _add_scenario_options(init)
+    add_scenario_options(init)
     init.set_defaults(func=cmd_init)
 
     ing = sub.add_parser("ingest", help="append one arrival batch to source.playback")
@@ -412,20 +332,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that cleanup runs as for Ctrl-C.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    (a sweep recording a failed point) mistakes it for a failure to record.
+    """
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except (BadInput, BadScenario) as e:
-        print(f"ipsbench: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(f"error: {e}", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        return _fail("terminated", EXIT_TERMINATED)
     except Exception as e:
-        if not isinstance(e, _state_errors()):
-            raise
-        # The warehouse is in a state IPS refuses to process (nothing was committed).
-        print(f"ipsbench: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        if isinstance(e, _state_errors()):
+            # The warehouse is in a state IPS refuses to process (nothing was committed).
+            return _fail(f"error: {e}", EXIT_BAD_INPUT)
+        if args.debug:
+            traceback.print_exc()
+        message = str(e).splitlines()[0] if str(e) else ""
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        return _fail(f"internal error: {type(e).__name__}: {message}{hint}", EXIT_INTERNAL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"ipsbench: {message}", file=sys.stderr)
+    return status
 
 
 def _state_errors() -> tuple[type[Exception], ...]:

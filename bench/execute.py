@@ -11,9 +11,11 @@ import pandas as pd
 import pyarrow as pa
 
 from bench import results
+from bench.contract import SCENARIO_FILE
 from bench.equality import Verdict
+from bench.machine import machine_info
 from bench.runner import simulate
-from bench.scenario import SCENARIO_FILE, Scenario
+from bench.scenario import Scenario
 from reports.render import render
 
 
@@ -52,7 +54,7 @@ def run_scenario(
         scenario,
         verdicts,
         {
-            "machine": results.machine_info(),
+            "machine": machine_info(),
             "elapsed_s": time.perf_counter() - t0,
             "peak_rss_bytes": peak,
             # Engine start-up (a Spark session takes seconds) is kept out of every stage.

@@ -10,8 +10,7 @@ from typing import Any
 
 import psutil
 
-PHASES = ("capture", "icdc", "plan", "probe", "transform", "write", "commit")
-COUNTERS = ("rows_read", "bytes_read", "files_read", "rows_written", "bytes_written", "files_written", "commits")
+from bench.contract import COUNTERS, PHASES
 
 
 class PeakRss:

@@ -7,14 +7,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from bench.contract import SCENARIO_FILE as SCENARIO_FILE  # re-exported: step-wise tests read it here
+from bench.contract import STRATEGIES, Strategy
 from datagen.model import EventModel
 
 ENGINES = ("duckdb", "spark")
-STRATEGIES = ("lookback", "ips")
 CHECKS = ("end", "daily")
 MERGE_MODES = ("copy-on-write", "merge-on-read")
-# Every warehouse records the scenario that filled it.
-SCENARIO_FILE = "scenario.json"
+# Upper bounds, so that a typo is refused up front rather than after hours: a span of days
+# beyond this leaves the calendar's range in date arithmetic long before it means anything;
+# one arrival batch is generated in memory (about 100 bytes an event); the generator and the
+# result files take a seed as a 32-bit unsigned integer.
+MAX_DAYS = 3_660
+MAX_EVENTS_PER_DAY = 100_000_000
+MAX_SEED = 2**32 - 1
+MAX_REPEATS = 100
 
 
 class BadScenario(ValueError):
@@ -72,7 +79,7 @@ class Scenario:
     seed: int = 42
     start_date: date = date(2026, 1, 1)
     engine: str = "duckdb"
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[Strategy, ...] = STRATEGIES
     check: str = "end"
     repeats: int = 1
     events_file: str | None = None
@@ -135,6 +142,23 @@ class Scenario:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise BadScenario(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
+        for name, most in (
+            ("days", MAX_DAYS),
+            ("lookback_days", MAX_DAYS),
+            ("lateness_window_days", MAX_DAYS),
+            ("max_lateness_days", MAX_DAYS),
+            ("maintenance_every_days", MAX_DAYS),
+            ("privacy_delete_every_days", MAX_DAYS),
+            ("events_per_day", MAX_EVENTS_PER_DAY),
+            ("n_accounts", MAX_EVENTS_PER_DAY),
+            ("n_titles", MAX_EVENTS_PER_DAY),
+            ("privacy_delete_accounts", MAX_EVENTS_PER_DAY),
+            ("repeats", MAX_REPEATS),
+        ):
+            if getattr(self, name) > most:
+                raise BadScenario(f"{name.replace('_', '-')} must be at most {most:,}, got {getattr(self, name):,}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadScenario(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.warmup_days < 0 or self.warmup_days >= self.days:
             raise BadScenario(f"warmup days ({self.warmup_days}) must be fewer than days ({self.days})")
         if self.privacy_delete_every_days < 0 or self.privacy_delete_accounts < 1:

@@ -16,81 +16,41 @@ import dataclasses
 import itertools
 import json
 import shutil
-import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.cli import (
+from bench.contract import (
     EXIT_MISMATCH,
     EXIT_OK,
-    BadInput,
-    _add_scenario_options,
-    _check_new_dir,
-    _events_for,
-    cmd_report,
-    scenario_from_args,
+    POINTS_DIR,
+    RATIO_KEYS,
+    RESULTS_PARQUET,
+    STRATEGIES,
+    SWEEP_COLUMNS,
+    SWEEP_CSV,
+    SWEEP_FIGURES,
+    SWEEP_RATIO_COLUMNS,
+    SWEEP_RESULTS,
+    SWEEP_SPREAD_COLUMNS,
+    SWEEP_SUMMARY,
+    SWEEP_VARIABLES,
+    TOTAL_STAGE,
+    aggregate_repeats,
+    pct,
+    warm,
 )
-from bench.results import PHASE_KEYS, TOTAL_KEYS
+from bench.machine import machine_info
+from bench.options import BadInput, add_scenario_options, check_new_dir, events_for, scenario_from_args
 from bench.scenario import BadScenario, Scenario
+from reports.sweep import render_sweep
 
-SWEEP_RESULTS = "sweep_results.parquet"
-SWEEP_CSV = "sweep_results.csv"
-SWEEP_SUMMARY = "sweep_summary.json"
-POINTS_DIR = "points"
-
-# The scenario options a sweep can vary, with how one value is read.
-VARIABLES: dict[str, Callable[[str], Any]] = {
-    "late_fraction": float,
-    "lookback_days": int,
-    "events_per_day": int,
-    "beyond_window_share": float,
-    "max_lateness_days": int,
-    "duplicate_fraction": float,
-    "malformed_fraction": float,
-    "days": int,
-    "warmup_days": int,
-    "seed": int,
-    "maintenance_every_days": int,
-    "privacy_delete_every_days": int,
-}
 # With --events the data is the user's: only how it is processed can vary.
 EVENTS_FILE_VARIABLES = ("lookback_days",)
-STRATEGIES = ("lookback", "ips")
-TOTAL_STAGE = "total"
-FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
-SPREAD_KEYS = ("wall_s", "cpu_s")
-RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
-RATIO_COLUMNS = tuple(f"ips_over_lookback_{k}" for k in RATIO_KEYS)
-SCENARIO_COLUMNS = ("preset", "engine", "repeats", "measured_days", *VARIABLES)
-CORRECTNESS_COLUMNS = (
-    "equal_to_oracle",
-    "mismatched_rows",
-    "unexplained_mismatched_rows",
-    "late_events_beyond_window",
-    "passed",
-)
-KEY_COLUMNS = ("point", "strategy", "stage")
-# The sweep table's contract; bench/validate.py checks result files against it.
-COLUMNS = (
-    "point",
-    "point_index",
-    *SCENARIO_COLUMNS,
-    "strategy",
-    "stage",
-    "pattern",
-    *FIGURES,
-    *(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max")),
-    *RATIO_COLUMNS,
-    *CORRECTNESS_COLUMNS,
-    "peak_rss_bytes",
-    "error",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,16 +78,16 @@ def parse_vary(specs: list[str]) -> dict[str, tuple[Any, ...]]:
         name = name.strip().replace("-", "_")
         if not sep or not name:
             raise BadInput(f"--vary takes NAME=V1,V2,..., got {spec!r}")
-        if name not in VARIABLES:
-            raise BadInput(f"--vary: cannot vary {name!r}; choose from {', '.join(VARIABLES)}")
+        if name not in SWEEP_VARIABLES:
+            raise BadInput(f"--vary: cannot vary {name!r}; choose from {', '.join(SWEEP_VARIABLES)}")
         if name in varied:
             raise BadInput(f"--vary: {name} is given twice; list all its values in one --vary")
         values = []
         for item in text.split(","):
             try:
-                values.append(VARIABLES[name](item.strip()))
+                values.append(SWEEP_VARIABLES[name](item.strip()))
             except ValueError:
-                kind = "whole numbers" if VARIABLES[name] is int else "numbers"
+                kind = "whole numbers" if SWEEP_VARIABLES[name] is int else "numbers"
                 raise BadInput(f"--vary: {name} takes {kind}, got {item.strip()!r}") from None
         if len(set(values)) != len(values):
             raise BadInput(f"--vary: {name} lists a value twice: {text}")
@@ -162,35 +122,20 @@ def plan_points(args: argparse.Namespace, varied: dict[str, tuple[Any, ...]]) ->
 def _stage_rows(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (strategy, stage) and per strategy total: medians over warm repeats of measured-day sums.
 
-    Warm repeats as in the run's own summary (``bench.results.warm``), so the
-    sweep table and each point's summary.json agree.
+    The same warm repeats and the same arithmetic as the run's own summary, so
+    the sweep table and each point's summary.json agree.
     """
-    from bench.results import warm
-
     measured = warm(df[~df.warmup.astype(bool) & df.strategy.isin(STRATEGIES)])
-    keys = [k for k in FIGURES if k in measured.columns]
+    keys = [k for k in SWEEP_FIGURES if k in measured.columns]
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for strategy in STRATEGIES:
         rows = measured[measured.strategy == strategy]
         if rows.empty:
             continue
         for stage, part in rows.groupby("stage", sort=False):
-            out[(strategy, str(stage))] = _spread(part, keys, str(part.pattern.iloc[0]))
-        out[(strategy, TOTAL_STAGE)] = _spread(rows, keys, "all")
+            out[(strategy, str(stage))] = {"pattern": str(part.pattern.iloc[0]), **aggregate_repeats(part, keys)}
+        out[(strategy, TOTAL_STAGE)] = {"pattern": "all", **aggregate_repeats(rows, keys)}
     return out
-
-
-def _spread(rows: pd.DataFrame, keys: list[str], pattern: str) -> dict[str, Any]:
-    per_repeat = rows.groupby("repeat")[keys].sum()
-    row: dict[str, Any] = {"pattern": pattern}
-    for k in keys:
-        row[k] = statistics.median(per_repeat[k].tolist())
-    for k in SPREAD_KEYS:
-        row[f"{k}_min"] = float(per_repeat[k].min())
-        row[f"{k}_max"] = float(per_repeat[k].max())
-    if "peak_rss_bytes" in rows.columns:
-        row["peak_rss_bytes"] = int(rows.peak_rss_bytes.max())
-    return row
 
 
 def _verdict_row(summary: dict[str, Any], strategy: str, stage: str) -> dict[str, Any]:
@@ -231,7 +176,7 @@ def point_rows(point: Point, df: pd.DataFrame, summary: dict[str, Any], passed: 
     for (strategy, stage), fig in figures.items():
         row = {**base, "strategy": strategy, "stage": stage, **fig}
         lookback = figures.get(("lookback", stage))
-        for k, col in zip(RATIO_KEYS, RATIO_COLUMNS, strict=True):
+        for k, col in zip(RATIO_KEYS, SWEEP_RATIO_COLUMNS, strict=True):
             row[col] = fig[k] / lookback[k] if strategy == "ips" and lookback and lookback[k] else None
         row.update(_verdict_row(summary, strategy, stage))
         if row.get("peak_rss_bytes") is None:
@@ -255,7 +200,7 @@ def failed_rows(point: Point, error: str) -> list[dict[str, Any]]:
 def _point_base(point: Point, measured_days: int, passed: bool) -> dict[str, Any]:
     sc = point.scenario
     base: dict[str, Any] = {"point": point.name, "point_index": point.index}
-    base.update({k: getattr(sc, k) for k in ("preset", "engine", "repeats", *VARIABLES)})
+    base.update({k: getattr(sc, k) for k in ("preset", "engine", "repeats", *SWEEP_VARIABLES)})
     base["measured_days"] = measured_days
     base["passed"] = passed
     return base
@@ -263,8 +208,8 @@ def _point_base(point: Point, measured_days: int, passed: bool) -> dict[str, Any
 
 def sweep_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows in the contract's column order; failed points leave figures empty (null)."""
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    numeric = (*FIGURES, *COLUMNS[COLUMNS.index("wall_s_min") : COLUMNS.index("equal_to_oracle")], "peak_rss_bytes")
+    df = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+    numeric = (*SWEEP_FIGURES, *SWEEP_SPREAD_COLUMNS, *SWEEP_RATIO_COLUMNS, "peak_rss_bytes")
     for col in (*numeric, "mismatched_rows", "unexplained_mismatched_rows", "late_events_beyond_window"):
         df[col] = pd.to_numeric(df[col])
     for col in ("equal_to_oracle", "passed"):
@@ -287,7 +232,7 @@ def _progress(text: str) -> None:
 
 def _point_line(summary: dict[str, Any]) -> str:
     ratio = summary.get("ratio_ips_over_lookback", {}).get("wall_s")
-    parts = [] if ratio is None else [f"IPS/lookback wall {100 * ratio:.1f} %"]
+    parts = [] if ratio is None else [f"IPS/lookback wall {pct(ratio)}"]
     c = summary.get("correctness", {})
     if "ips" in c:
         parts.append("IPS equal to oracle" if c["ips"]["equal_to_oracle"] else "IPS DIFFERS from oracle")
@@ -310,9 +255,8 @@ def run_sweep(
     With ``drop_warehouses``, a point's warehouse is deleted once the point has
     passed and its result files are written (a failing point keeps it).
     """
+    # The engine and the catalog load only when a sweep runs, not when the CLI starts.
     from bench.execute import run_scenario
-    from bench.results import machine_info
-    from reports.sweep import render_sweep
 
     fixed = points[0].scenario.as_dict()
     for name in varied:
@@ -344,7 +288,7 @@ def run_sweep(
             entry.update(passed=False, error=error)
             _progress(f"[{point.index + 1}/{len(points)}] {point.name}: FAILED ({error}); see {point_dir}/error.txt")
         else:
-            df = pd.read_parquet(point_dir / "results.parquet")
+            df = pd.read_parquet(point_dir / RESULTS_PARQUET)
             rows += point_rows(point, df, run_summary, ok)
             entry.update(
                 passed=ok,
@@ -380,10 +324,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     varied = parse_vary(args.vary)
     points = plan_points(args, varied)
     out = Path(args.out)
-    _check_new_dir(out, "--out")
+    check_new_dir(out, "--out")
     events = None
     if args.events_file:
-        scenario, events = _events_for(points[0].scenario)
+        scenario, events = events_for(points[0].scenario)
         # The events file fixes the dates and days; apply them to every point.
         dates = {k: getattr(scenario, k) for k in ("start_date", "days", "warmup_days")}
         points = [dataclasses.replace(p, scenario=dataclasses.replace(p.scenario, **dates)) for p in points]
@@ -397,19 +341,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     return EXIT_OK if ok else EXIT_MISMATCH
-
-
-def cmd_report_any(args: argparse.Namespace) -> int:
-    """``ipsbench report DIR`` for a sweep directory or, as before, a run directory."""
-    out = Path(args.dir)
-    if not (out / SWEEP_SUMMARY).is_file():
-        return cmd_report(args)
-    if not (out / SWEEP_RESULTS).is_file():
-        raise BadInput(f"{out} holds {SWEEP_SUMMARY} but no {SWEEP_RESULTS}")
-    from reports.sweep import render_sweep
-
-    print(f"report: {render_sweep(out)}")
-    return EXIT_OK
 
 
 def add_sweep_parser(sub: Any) -> None:
@@ -427,7 +358,7 @@ def add_sweep_parser(sub: Any) -> None:
         action="append",
         required=True,
         metavar="NAME=V1,V2,...",
-        help=f"a scenario option and its values (repeatable); NAME is one of {', '.join(VARIABLES)}",
+        help=f"a scenario option and its values (repeatable); NAME is one of {', '.join(SWEEP_VARIABLES)}",
     )
     sw.add_argument("--quiet", action="store_true", help="no per-day progress bar (per-point lines stay)")
     sw.add_argument(
@@ -437,5 +368,5 @@ def add_sweep_parser(sub: Any) -> None:
         "a failing point keeps its warehouse to inspect). A small point's warehouse takes about 1.6 GB, "
         "a medium one about 10 GB",
     )
-    _add_scenario_options(sw)
+    add_scenario_options(sw)
     sw.set_defaults(func=cmd_sweep)

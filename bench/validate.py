@@ -17,25 +17,30 @@ from typing import Any
 
 import pandas as pd
 
-from bench.results import RATIO_KEYS, SCENARIO_KEYS, TOTAL_KEYS
-from bench.sweep import (
-    COLUMNS,
-    FIGURES,
-    KEY_COLUMNS,
-    RATIO_COLUMNS,
-    SPREAD_KEYS,
+from bench.contract import (
+    RATIO_KEYS,
+    REPORT_MD,
+    RESULT_COLUMNS,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    ROW_KEYS,
+    SUMMARY_JSON,
+    SWEEP_COLUMNS,
     SWEEP_CSV,
+    SWEEP_FIGURES,
+    SWEEP_KEY_COLUMNS,
+    SWEEP_RATIO_COLUMNS,
     SWEEP_RESULTS,
+    SWEEP_SPREAD_COLUMNS,
     SWEEP_SUMMARY,
-    VARIABLES,
+    SWEEP_VARIABLES,
+    TOTAL_KEYS,
 )
 
-ROW_KEYS = ("strategy", "stage", "day", "repeat")
-NUMERIC = (*TOTAL_KEYS, "files_read")
 SWEEP_NUMERIC = (
-    *FIGURES,
-    *(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max")),
-    *RATIO_COLUMNS,
+    *SWEEP_FIGURES,
+    *SWEEP_SPREAD_COLUMNS,
+    *SWEEP_RATIO_COLUMNS,
     "mismatched_rows",
     "unexplained_mismatched_rows",
     "late_events_beyond_window",
@@ -43,7 +48,7 @@ SWEEP_NUMERIC = (
     "point_index",
     "measured_days",
     "repeats",
-    *VARIABLES,
+    *SWEEP_VARIABLES,
 )
 SWEEP_BOOLEAN = ("passed", "equal_to_oracle")
 SWEEP_SUMMARY_KEYS = ("varied", "scenario", "engine", "machine", "complete", "passed", "points")
@@ -58,7 +63,7 @@ def validate(out: Path) -> list[str]:
 
 def _report_problems(out: Path) -> list[str]:
     """Every image report.md shows must exist beside it."""
-    text = (out / "report.md").read_text()
+    text = (out / REPORT_MD).read_text()
     return [
         f"report.md shows {img}, which is missing"
         for img in re.findall(r"!\[[^]]*]\(([^)]+)\)", text)
@@ -69,27 +74,27 @@ def _report_problems(out: Path) -> list[str]:
 def validate_run(out: Path) -> list[str]:
     """Problems found in a run directory's result files."""
     problems: list[str] = []
-    for name in ("results.parquet", "results.csv", "summary.json", "report.md"):
+    for name in (RESULTS_PARQUET, RESULTS_CSV, SUMMARY_JSON, REPORT_MD):
         if not (out / name).is_file():
             problems.append(f"missing {name}")
     if problems:
         return problems
-    df = pd.read_parquet(out / "results.parquet")
-    for col in (*ROW_KEYS, *NUMERIC, *SCENARIO_KEYS, "pattern", "warmup"):
+    df = pd.read_parquet(out / RESULTS_PARQUET)
+    for col in RESULT_COLUMNS:
         if col not in df.columns:
             problems.append(f"results lack column {col}")
     if problems:
         return problems
-    for col in NUMERIC:
+    for col in TOTAL_KEYS:
         if not pd.api.types.is_numeric_dtype(df[col]):
             problems.append(f"column {col} is not numeric")
         elif (df[col] < 0).any():
             problems.append(f"column {col} has negative values")
     if df.duplicated(list(ROW_KEYS)).any():
         problems.append("more than one row per (strategy, stage, day, repeat)")
-    if len(pd.read_csv(out / "results.csv")) != len(df):
+    if len(pd.read_csv(out / RESULTS_CSV)) != len(df):
         problems.append("results.csv and results.parquet differ in rows")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     for key in ("scenario", "engine", "measured_days", "totals", "ratio_ips_over_lookback", "stages", "correctness"):
         if key not in summary:
             problems.append(f"summary lacks {key}")
@@ -110,7 +115,7 @@ def validate_run(out: Path) -> list[str]:
 
 
 def _sweep_table_problems(df: pd.DataFrame) -> list[str]:
-    problems = [f"sweep results lack column {c}" for c in COLUMNS if c not in df.columns]
+    problems = [f"sweep results lack column {c}" for c in SWEEP_COLUMNS if c not in df.columns]
     if problems:
         return problems
     failed = df.error.notna()
@@ -125,12 +130,12 @@ def _sweep_table_problems(df: pd.DataFrame) -> list[str]:
     for col in TOTAL_KEYS:
         if col in df.columns and df.loc[~failed, col].isna().any():
             problems.append(f"sweep column {col} is empty for a point that ran")
-    for col in KEY_COLUMNS:
+    for col in SWEEP_KEY_COLUMNS:
         if df[col].isna().any():
             problems.append(f"sweep column {col} has empty values")
-    if df.duplicated(list(KEY_COLUMNS)).any():
+    if df.duplicated(list(SWEEP_KEY_COLUMNS)).any():
         problems.append("more than one row per (point, strategy, stage)")
-    if df.loc[df.strategy != "ips", list(RATIO_COLUMNS)].notna().any().any():
+    if df.loc[df.strategy != "ips", list(SWEEP_RATIO_COLUMNS)].notna().any().any():
         problems.append("a non-IPS row carries an IPS/lookback ratio")
     return problems
 
@@ -161,9 +166,7 @@ def _point_problems(df: pd.DataFrame, summary: dict[str, Any], out: Path) -> lis
 
 def validate_sweep(out: Path) -> list[str]:
     """Problems found in a sweep directory's result files and in each point's run directory."""
-    problems = [
-        f"missing {n}" for n in (SWEEP_RESULTS, SWEEP_CSV, SWEEP_SUMMARY, "report.md") if not (out / n).is_file()
-    ]
+    problems = [f"missing {n}" for n in (SWEEP_RESULTS, SWEEP_CSV, SWEEP_SUMMARY, REPORT_MD) if not (out / n).is_file()]
     if problems:
         return problems
     df = pd.read_parquet(out / SWEEP_RESULTS)
@@ -172,7 +175,7 @@ def validate_sweep(out: Path) -> list[str]:
         problems.append(f"{SWEEP_CSV} and {SWEEP_RESULTS} differ in rows")
     summary = json.loads((out / SWEEP_SUMMARY).read_text())
     problems += [f"{SWEEP_SUMMARY} lacks {k}" for k in SWEEP_SUMMARY_KEYS if k not in summary]
-    unknown = [k for k in summary.get("varied", {}) if k not in VARIABLES]
+    unknown = [k for k in summary.get("varied", {}) if k not in SWEEP_VARIABLES]
     problems += [f"{SWEEP_SUMMARY} varies unknown option {k}" for k in unknown]
     if problems:
         return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench import results
+from bench.contract import (
+    PHASE_KEYS,
+    REPORT_MD,
+    RESULTS_PARQUET,
+    SPREAD_KEYS,
+    STRATEGIES,
+    SUMMARY_JSON,
+    aggregate_repeats,
+    pct,
+    pipeline_stages,
+    warm,
+)
 from reports import netflix
-
-STAGE_ORDER = ("playback_daily", "playback_daily_agg", "title_daily_rank")
-SPREAD_KEYS = ("wall_s", "cpu_s")
+from reports.style import STRATEGY_COLORS, mib, plural
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -28,36 +38,30 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _mib(v: float | None) -> str:
-    return "–" if v is None else f"{v / 2**20:,.0f}"
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f} %"
-
-
 def _repeats(df: pd.DataFrame) -> int:
     return int(df["repeat"].nunique()) if "repeat" in df.columns else 1
 
 
 def plot_cost_per_day(df: pd.DataFrame, out: Path) -> str:
     """Wall time per processing day, per strategy and stage."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharex=True)
-    data = results.warm(df[df.strategy.isin(["lookback", "ips"])])
-    for ax, stage in zip(axes, STAGE_ORDER, strict=True):
+    data = warm(df[df.strategy.isin(STRATEGIES)])
+    stages = pipeline_stages(data.stage)
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), sharex=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
         by_day = data[data.stage == stage].groupby(["strategy", "day"]).wall_s
         median, low, high = (by_day.median().unstack(0), by_day.min().unstack(0), by_day.max().unstack(0))
         for strategy in median.columns:
-            line = ax.plot(median.index, median[strategy], label=strategy, marker=".")[0]
+            color = STRATEGY_COLORS[strategy]
+            ax.plot(median.index, median[strategy], label=strategy, marker=".", color=color)
             if _repeats(df) > 1:
-                ax.fill_between(median.index, low[strategy], high[strategy], color=line.get_color(), alpha=0.2)
+                ax.fill_between(median.index, low[strategy], high[strategy], color=color, alpha=0.2)
         spread = f", band: min–max over {data['repeat'].nunique()} warm repeats" if _repeats(df) > 1 else ""
         ax.set_title(f"{stage}: wall time per day (s, lower is better{spread})", fontsize=9)
         ax.set_xlabel("processing day")
         ax.set_ylabel("wall s")
-        warm = df[df.warmup].day.max() if df.warmup.any() else None
-        if warm is not None:
-            ax.axvspan(-0.5, warm + 0.5, color="grey", alpha=0.15, label="warm-up")
+        last_warmup = df[df.warmup].day.max() if df.warmup.any() else None
+        if last_warmup is not None:
+            ax.axvspan(-0.5, last_warmup + 0.5, color="grey", alpha=0.15, label="warm-up")
         ax.legend(fontsize=8)
     fig.tight_layout()
     name = "cost_per_day.png"
@@ -68,17 +72,19 @@ def plot_cost_per_day(df: pd.DataFrame, out: Path) -> str:
 
 def plot_stage_totals(summary: dict[str, Any], out: Path) -> str:
     """Measured-days wall time per stage, lookback vs IPS, with the pattern used."""
-    stages = {(s["strategy"], s["stage"]): s for s in summary["stages"]}
-    fig, ax = plt.subplots(figsize=(8, 4))
+    by = {(s["strategy"], s["stage"]): s for s in summary["stages"]}
+    stages = pipeline_stages(s["stage"] for s in summary["stages"])
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.7 * len(stages)), 4))
     width = 0.38
-    for i, strategy in enumerate(("lookback", "ips")):
-        vals = [stages.get((strategy, st), {}).get("wall_s", 0) for st in STAGE_ORDER]
-        ax.bar([x + (i - 0.5) * width for x in range(3)], vals, width, label=strategy)
+    for i, strategy in enumerate(STRATEGIES):
+        vals = [by.get((strategy, st), {}).get("wall_s", 0) for st in stages]
+        xs = [x + (i - 0.5) * width for x in range(len(stages))]
+        ax.bar(xs, vals, width, label=strategy, color=STRATEGY_COLORS[strategy])
     labels = []
-    for st in STAGE_ORDER:
-        p = stages.get(("ips", st), {}).get("pattern", "")
+    for st in stages:
+        p = by.get(("ips", st), {}).get("pattern", "")
         labels.append(f"{st}\n(IPS: {p})" if p else st)
-    ax.set_xticks(range(3), labels, fontsize=8)
+    ax.set_xticks(range(len(stages)), labels, fontsize=8)
     ax.set_ylabel("wall s over measured days")
     ax.set_title("Total wall time per stage (s, lower is better)")
     ax.legend()
@@ -91,32 +97,29 @@ def plot_stage_totals(summary: dict[str, Any], out: Path) -> str:
 
 def _spread_lines(df: pd.DataFrame) -> list[str]:
     """Per strategy and stage: median and min–max over warm repeats of measured-day sums, and the cold repeat."""
-    measured = df[~df.warmup.astype(bool) & df.strategy.isin(["lookback", "ips"])]
-    warm = results.warm(measured)
-    cold = measured[~measured.index.isin(warm.index)]
+    measured = df[~df.warmup.astype(bool) & df.strategy.isin(STRATEGIES)]
+    warm_rows = warm(measured)
+    cold = measured[~measured.index.isin(warm_rows.index)]
     lines = [
         f"## Spread over {_repeats(df)} repeats",
         "",
         "Each repeat is a whole run on a fresh warehouse; figures are sums over its measured days. The first "
         f"repeat runs cold (fresh caches, first imports) and is kept apart; medians are over the "
-        f"{warm['repeat'].nunique()} warm one(s).",
+        f"{plural(warm_rows['repeat'].nunique(), 'warm one')}.",
         "",
         "| strategy | stage | wall s: warm median (min–max) | cpu s: warm median (min–max) | "
         "wall s: cold | cpu s: cold |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for strategy in ("lookback", "ips"):
-        rows = warm[warm.strategy == strategy]
+    for strategy in STRATEGIES:
+        rows = warm_rows[warm_rows.strategy == strategy]
         if rows.empty:
             continue
         stages = [str(st) for st in rows.stage.unique()]
         for stage in [*stages, "total"]:
             part = rows if stage == "total" else rows[rows.stage == stage]
-            per_repeat = part.groupby("repeat")[list(SPREAD_KEYS)].sum()
-            cells = [
-                f"{per_repeat[k].median():.2f} ({per_repeat[k].min():.2f}–{per_repeat[k].max():.2f})"
-                for k in SPREAD_KEYS
-            ]
+            figure = aggregate_repeats(part, SPREAD_KEYS)
+            cells = [f"{figure[k]:.2f} ({figure[f'{k}_min']:.2f}–{figure[f'{k}_max']:.2f})" for k in SPREAD_KEYS]
             first = cold[(cold.strategy == strategy) & ((cold.stage == stage) | (stage == "total"))]
             cells += [f"{first[k].sum():.2f}" if not first.empty else "–" for k in SPREAD_KEYS]
             lines.append(f"| {strategy} | {stage} | {' | '.join(cells)} |")
@@ -170,8 +173,8 @@ def _header_lines(summary: dict[str, Any], repeats: int) -> list[str]:
     lines = [
         "# ipsbench report",
         "",
-        f"Scenario `{sc['preset']}`: {summary['measured_days']} measured days "
-        f"(+{sc['warmup_days']} warm-up), {sc['events_per_day']:,} events/day, "
+        f"Scenario `{sc['preset']}`: {plural(summary['measured_days'], 'measured day')} "
+        f"(+{plural(sc['warmup_days'], 'warm-up day')}), {sc['events_per_day']:,} events/day, "
         f"{100 * sc['late_fraction']:.1f} % late ({100 * sc['beyond_window_share']:.1f} % of them beyond the "
         f"{sc['lookback_days']}-day window, up to {sc['max_lateness_days']} days late), engine {summary['engine']}, "
         f"seed {sc['seed']}" + (f", {repeats} repeats (figures are medians over them)." if repeats > 1 else "."),
@@ -201,8 +204,8 @@ def _totals_lines(summary: dict[str, Any]) -> list[str]:
     if r:
         lines += [
             "",
-            f"**IPS / lookback**: wall {_pct(r['wall_s'])}, CPU {_pct(r['cpu_s'])}, "
-            f"bytes read {_pct(r['bytes_read'])}, rows read {_pct(r['rows_read'])}.",
+            f"**IPS / lookback**: wall {pct(r['wall_s'])}, CPU {pct(r['cpu_s'])}, "
+            f"bytes read {pct(r['bytes_read'])}, rows read {pct(r['rows_read'])}.",
         ]
     return [*lines, ""]
 
@@ -225,8 +228,8 @@ def _stage_lines(summary: dict[str, Any], repeats: int) -> list[str]:
         lines.append(
             f"| {s['strategy']} | {s['stage']} | {s['pattern']} | {wall} | {_fmt(s['rows_read'])} | "
             f"{_fmt(s.get('partitions_written'))} | "
-            + " | ".join(_fmt(s.get(k), 2) for k in results.PHASE_KEYS)
-            + f" | {_mib(s.get('peak_rss_bytes'))} | {_pct(ratio)} |"
+            + " | ".join(_fmt(s.get(k), 2) for k in PHASE_KEYS)
+            + f" | {mib(s.get('peak_rss_bytes'))} | {pct(ratio)} |"
         )
     return [*lines, ""]
 
@@ -256,7 +259,8 @@ def _correctness_lines(summary: dict[str, Any]) -> list[str]:
 
 def render(out: Path) -> Path:
     """Write ``report.md`` and its plots into ``out`` from its result files."""
-    df, summary = results.read(out)
+    df = pd.read_parquet(out / RESULTS_PARQUET)
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     repeats = _repeats(df)
     plots = [plot_stage_totals(summary, out), plot_cost_per_day(df, out)]
     lines = _header_lines(summary, repeats) + _totals_lines(summary) + _stage_lines(summary, repeats)
@@ -264,6 +268,6 @@ def render(out: Path) -> Path:
         lines += _spread_lines(df)
     lines += _memory_lines(summary) + _correctness_lines(summary) + netflix.section(summary)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    path = out / "report.md"
+    path = out / REPORT_MD
     path.write_text("\n".join(lines))
     return path

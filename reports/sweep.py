@@ -19,24 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench.sweep import SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE
+from bench.contract import STRATEGIES, SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE, pct, pipeline_stages
 from reports.crossover import crossings, describe, use_log_scale
 from reports.render import machine_lines
+from reports.style import LINESTYLES, STRATEGY_COLORS, count, mib, plural, stage_colors
 
-STAGE_LABELS = {
-    "playback_daily": "stage 1 (MERGE)",
-    "playback_daily_agg": "stage 2a (filter)",
-    "title_daily_rank": "stage 2b (range)",
-    TOTAL_STAGE: "total",
-}
-STRATEGY_COLORS = {"lookback": "tab:blue", "ips": "tab:orange"}
-STAGE_COLORS = {
-    "playback_daily": "tab:green",
-    "playback_daily_agg": "tab:purple",
-    "title_daily_rank": "tab:red",
-    TOTAL_STAGE: "black",
-}
-LINESTYLES = ("-", "--", ":", "-.")
 # What each varied option means on an axis.
 AXIS_LABELS = {
     "late_fraction": "late fraction (share of events arriving ≥ 1 day late)",
@@ -56,6 +43,8 @@ COST_QUESTIONS = {
     "max_lateness_days": "How does cost grow with how far back late data reaches?",
 }
 ACCURACY_VARIABLES = ("lookback_days", "beyond_window_share")
+# Values that name a case rather than measure an amount: evenly spaced on the axis, one tick each.
+CATEGORICAL_VARIABLES = ("seed",)
 
 
 def _fmt_value(name: str) -> Callable[[float], str]:
@@ -64,16 +53,11 @@ def _fmt_value(name: str) -> Callable[[float], str]:
     return lambda x: f"{x:.4g}"
 
 
-def _pct(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} %"
-
-
-def _count(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
-
-
-def _mib(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v / 2**20:,.0f}"
+def _stage_labels(df: pd.DataFrame) -> dict[str, str]:
+    """Pipeline stages in the rows' order, each labelled with its IPS pattern, then the total."""
+    patterns = dict(zip(df[df.strategy == "ips"].stage, df[df.strategy == "ips"].pattern, strict=True))
+    labels = {s: f"{s} ({patterns[s]})" if s in patterns else s for s in pipeline_stages(df.stage)}
+    return {**labels, TOTAL_STAGE: "total"}
 
 
 def _multi(varied: dict[str, list[Any]]) -> list[str]:
@@ -107,15 +91,24 @@ def _save(fig: Any, out: Path, name: str, layout: bool = True) -> str:
     return name
 
 
-def _axis(ax: Any, var: str, xs: list[float]) -> None:
+def x_positions(var: str, xs: list[Any]) -> dict[Any, float]:
+    """Where each value of ``var`` sits on the x axis: the value itself, or its rank when categorical."""
+    if var in CATEGORICAL_VARIABLES:
+        return {x: float(i) for i, x in enumerate(sorted(xs))}
+    return {x: float(x) for x in xs}
+
+
+def _axis(ax: Any, var: str, xs: list[Any]) -> None:
     ax.set_xlabel(AXIS_LABELS.get(var, var))
-    if use_log_scale(xs):
+    if var in CATEGORICAL_VARIABLES:
+        ax.set_xticks(range(len(xs)), [str(x) for x in sorted(xs)])
+    elif use_log_scale(xs):
         ax.set_xscale("log")
 
 
 def _ips_stages(df: pd.DataFrame) -> list[str]:
-    stages = df[df.strategy == "ips"].stage.unique().tolist()
-    return [s for s in STAGE_LABELS if s in stages]
+    stages = set(df[df.strategy == "ips"].stage)
+    return [s for s in _stage_labels(df) if s in stages]
 
 
 def plot_ratio_vs_late_fraction(df: pd.DataFrame, varied: dict[str, list[Any]], out: Path) -> str:
@@ -124,6 +117,8 @@ def plot_ratio_vs_late_fraction(df: pd.DataFrame, varied: dict[str, list[Any]], 
     ips = df[df.strategy == "ips"]
     xs = sorted(ips.late_fraction.unique().tolist())
     log_x = use_log_scale(xs)
+    labels = _stage_labels(df)
+    colors = stage_colors(labels)
     for i, (facet, part) in enumerate(_facets(ips, "late_fraction", varied)):
         for stage in _ips_stages(part):
             s = part[part.stage == stage].sort_values("late_fraction")
@@ -132,12 +127,12 @@ def plot_ratio_vs_late_fraction(df: pd.DataFrame, varied: dict[str, list[Any]], 
                 x,
                 y,
                 marker="o",
-                color=STAGE_COLORS[stage],
+                color=colors[stage],
                 linestyle=LINESTYLES[i % len(LINESTYLES)],
-                label=_label(STAGE_LABELS[stage], facet),
+                label=_label(labels[stage], facet),
             )
             for c in crossings(x, y, log_x):
-                ax.plot([c.x], [1.0], marker="X", markersize=11, color=STAGE_COLORS[stage], linestyle="none")
+                ax.plot([c.x], [1.0], marker="X", markersize=11, color=colors[stage], linestyle="none")
                 ax.annotate(f"{c.x:.3g}", (c.x, 1.0), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.axhline(1.0, color="grey", linewidth=1)
     ax.text(xs[0], 1.0, " ratio = 1: same cost", va="top", fontsize=8, color="grey")
@@ -150,25 +145,27 @@ def plot_ratio_vs_late_fraction(df: pd.DataFrame, varied: dict[str, list[Any]], 
 
 def plot_cost_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], out: Path) -> str:
     """Wall time over measured days per strategy vs ``var``: one panel for the total and one per stage."""
-    stages = [s for s in STAGE_LABELS if s in df.stage.unique()]
+    stage_labels = _stage_labels(df)
+    stages = [s for s in stage_labels if s in set(df.stage)]
     fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 4), squeeze=False)
     xs = sorted(df[var].unique().tolist())
+    at = x_positions(var, xs)
     for ax, stage in zip(axes[0], stages, strict=True):
         for i, (facet, part) in enumerate(_facets(df[df.stage == stage], var, varied)):
             for strategy, s in part.groupby("strategy", sort=False):
                 s = s.sort_values(var)
                 ax.plot(
-                    s[var],
+                    s[var].map(at),
                     s.wall_s.astype(float),
                     marker="o",
-                    color=STRATEGY_COLORS.get(str(strategy)),
+                    color=STRATEGY_COLORS[str(strategy)],
                     linestyle=LINESTYLES[i % len(LINESTYLES)],
                     label=_label(str(strategy), facet),
                 )
         _axis(ax, var, xs)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("wall s over measured days")
-        ax.set_title(f"{STAGE_LABELS[stage]}: wall time (s, lower is better)", fontsize=9)
+        ax.set_title(f"{stage_labels[stage]}: wall time (s, lower is better)", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(labels), 4))
     fig.suptitle(COST_QUESTIONS.get(var, f"How does cost change with {var}?"), fontsize=10)
@@ -177,17 +174,18 @@ def plot_cost_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], out: 
 
 
 def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], out: Path) -> str:
-    """Rows wrong (all three tables) and late events missed by the lookback vs ``var``, beside IPS's rows wrong."""
+    """Rows wrong (all tables) and late events missed by the lookback vs ``var``, beside IPS's rows wrong."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
     totals = df[df.stage == TOTAL_STAGE]
     xs = sorted(totals[var].unique().tolist())
+    at = x_positions(var, xs)
     for i, (facet, part) in enumerate(_facets(totals, var, varied)):
         style = LINESTYLES[i % len(LINESTYLES)]
         lookback = part[part.strategy == "lookback"].sort_values(var)
         ips = part[part.strategy == "ips"].sort_values(var)
         if not lookback.empty:
             ax.plot(
-                lookback[var],
+                lookback[var].map(at),
                 lookback.mismatched_rows.astype(float),
                 marker="o",
                 linestyle=style,
@@ -195,7 +193,7 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
                 label=_label("lookback: rows wrong", facet),
             )
             ax.plot(
-                lookback[var],
+                lookback[var].map(at),
                 lookback.late_events_beyond_window.astype(float),
                 marker="s",
                 linestyle=style,
@@ -204,7 +202,7 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
             )
         if not ips.empty:
             ax.plot(
-                ips[var],
+                ips[var].map(at),
                 ips.mismatched_rows.astype(float),
                 marker="^",
                 linestyle=style,
@@ -212,7 +210,7 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
                 label=_label("IPS: rows wrong", facet),
             )
     _axis(ax, var, xs)
-    ax.set_ylabel("count over all three tables")
+    ax.set_ylabel("count over all tables")
     ax.set_title(f"Rows wrong vs {AXIS_LABELS.get(var, var)} (count, lower is better)", fontsize=10)
     _legend_right(ax)
     return _save(fig, out, f"accuracy_vs_{var}.png")
@@ -225,6 +223,8 @@ def plot_patterns(df: pd.DataFrame, varied: dict[str, list[Any]], out: Path) -> 
     first = ips.drop_duplicates("point").set_index("point")
     labels = ["\n".join(k + "=" + str(first.at[p, k]) for k in _multi(varied)) or p for p in points]
     stages = _ips_stages(ips)
+    stage_labels = _stage_labels(df)
+    colors = stage_colors(stage_labels)
     fig, ax = plt.subplots(figsize=(max(8.0, 3.2 + 0.9 * len(points) * len(stages) / 3), 4.5))
     width = 0.8 / max(len(stages), 1)
     for j, stage in enumerate(stages):
@@ -234,8 +234,8 @@ def plot_patterns(df: pd.DataFrame, varied: dict[str, list[Any]], out: Path) -> 
             [i + (j - (len(stages) - 1) / 2) * width for i in range(len(points))],
             ratios,
             width,
-            color=STAGE_COLORS[stage],
-            label=STAGE_LABELS[stage],
+            color=colors[stage],
+            label=stage_labels[stage],
         )
     ax.axhline(1.0, color="grey", linewidth=1)
     ax.set_xticks(range(len(points)), labels, fontsize=7)
@@ -257,6 +257,7 @@ def _crossover_lines(df: pd.DataFrame, varied: dict[str, list[Any]]) -> list[str
         "| | pattern | crossover late fraction |",
         "|---|---|---|",
     ]
+    labels = _stage_labels(df)
     for facet, part in _facets(ips, "late_fraction", varied):
         for stage in _ips_stages(part):
             s = part[part.stage == stage].sort_values("late_fraction")
@@ -266,16 +267,18 @@ def _crossover_lines(df: pd.DataFrame, varied: dict[str, list[Any]]) -> list[str
                 log_x,
                 _fmt_value("late_fraction"),
             )
-            lines.append(f"| {facet or 'all points'} | {STAGE_LABELS[stage]} | {text} |")
+            lines.append(f"| {facet or 'all points'} | {labels[stage]} | {text} |")
     return [*lines, ""]
 
 
 def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
-    stages = [s for s in STAGE_LABELS if s != TOTAL_STAGE]
+    stages = pipeline_stages(df.stage)
+    patterns = dict(zip(df[df.strategy == "ips"].stage, df[df.strategy == "ips"].pattern, strict=True))
     lines = [
         "## Points",
         "",
-        "| point | IPS/lookback wall: total · MERGE · filter · range | IPS equal to oracle | "
+        f"| point | IPS/lookback wall: total · {' · '.join(patterns.get(s, s) for s in stages)} | "
+        "IPS equal to oracle | "
         "lookback rows wrong (unexplained) | late events beyond window | peak RSS MiB: lookback · IPS | "
         "passed | report |",
         "|---|---|---|---:|---:|---:|---|---|",
@@ -286,18 +289,18 @@ def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
         lb = rows[(rows.strategy == "lookback") & (rows.stage == TOTAL_STAGE)]
 
         def ratio(stage: str, ips: pd.DataFrame = ips) -> str:
-            return _pct(ips.ips_over_lookback_wall_s.get(stage)) if stage in ips.index else "–"
+            return pct(ips.ips_over_lookback_wall_s.get(stage)) if stage in ips.index else "–"
 
         ratios = " · ".join(ratio(s) for s in (TOTAL_STAGE, *stages))
         ips_ok = "–" if TOTAL_STAGE not in ips.index else str(ips.equal_to_oracle.get(TOTAL_STAGE))
         wrong = (
             "–"
             if lb.empty
-            else f"{_count(lb.mismatched_rows.iloc[0])} ({_count(lb.unexplained_mismatched_rows.iloc[0])})"
+            else f"{count(lb.mismatched_rows.iloc[0])} ({count(lb.unexplained_mismatched_rows.iloc[0])})"
         )
-        missed = "–" if lb.empty else _count(lb.late_events_beyond_window.iloc[0])
+        missed = "–" if lb.empty else count(lb.late_events_beyond_window.iloc[0])
         totals = rows[rows.stage == TOTAL_STAGE].set_index("strategy").peak_rss_bytes
-        peak_text = " · ".join(_mib(totals.get(s)) for s in ("lookback", "ips"))
+        peak_text = " · ".join(mib(totals.get(s)) for s in STRATEGIES)
         passed = "yes" if entry["passed"] else f"**no**{': ' + entry['error'] if entry.get('error') else ''}"
         link = f"[report]({entry['dir']}/report.md)" if not entry.get("error") else "–"
         lines.append(
@@ -329,7 +332,7 @@ def render_sweep(out: Path) -> Path:
         "# ipsbench sweep report",
         "",
         "Varied: " + "; ".join(f"`{k}` ∈ {{{', '.join(str(v) for v in vals)}}}" for k, vals in varied.items()),
-        f"→ {len(summary['points'])} point(s). Fixed: preset `{sc.get('preset')}`, "
+        f"→ {plural(len(summary['points']), 'point')}. Fixed: preset `{sc.get('preset')}`, "
         + ", ".join(f"{k} {sc[k]}" for k in AXIS_LABELS if k in sc)
         + f", engine {summary.get('engine')}, repeats {sc.get('repeats')}.",
         "",

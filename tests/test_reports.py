@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.sweep import TOTAL_STAGE, sweep_frame
+from bench.contract import TOTAL_STAGE
+from bench.sweep import sweep_frame
 from reports.crossover import Crossing, crossings, describe, use_log_scale
 from reports.netflix import claims
 from reports.render import render
@@ -141,9 +142,9 @@ def test_sweep_report_prints_interpolated_crossovers(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     _write_sweep(out, _sweep_rows(LATE, RATIOS), {"late_fraction": LATE, "lookback_days": [7]})
     text = render_sweep(out).read_text()
-    assert "| all points | stage 2a (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
-    assert "| all points | stage 2b (range) | IPS stops beating the lookback at 0.03 (3 %) |" in text
-    assert "| all points | stage 1 (MERGE) | IPS cheaper over the whole range measured" in text
+    assert "| all points | playback_daily_agg (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
+    assert "| all points | title_daily_rank (range) | IPS stops beating the lookback at 0.03 (3 %) |" in text
+    assert "| all points | playback_daily (merge) | IPS cheaper over the whole range measured" in text
     assert "| all points | total | IPS stops beating the lookback at 0.1 (10 %) |" in text
     assert "in log(late fraction)" not in text
     for plot in ("ratio_vs_late_fraction.png", "ratio_per_pattern.png"):
@@ -159,8 +160,8 @@ def test_two_dimensional_sweep_plots_window_cost_and_accuracy_per_facet(tmp_path
     rows += _sweep_rows(LATE, halved, lookback_days=14, lookback_wall=20.0, start_index=3)
     _write_sweep(out, rows, {"late_fraction": LATE, "lookback_days": [7, 14]})
     text = render_sweep(out).read_text()
-    assert "| lookback_days=7 | stage 2a (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
-    assert "| lookback_days=14 | stage 2b (range) | IPS cheaper over the whole range measured" in text
+    assert "| lookback_days=7 | playback_daily_agg (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
+    assert "| lookback_days=14 | title_daily_rank (range) | IPS cheaper over the whole range measured" in text
     for plot in ("cost_vs_lookback_days.png", "accuracy_vs_lookback_days.png", "ratio_vs_late_fraction.png"):
         assert (out / plot).is_file() and f"]({plot})" in text
 

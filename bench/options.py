@@ -1,0 +1,149 @@
+"""What a user gives on the command line: the scenario options run, sweep and init share, the
+scenario they make, and the checks on paths and files made before anything is written.
+
+A bad value raises ``BadInput`` (or ``BadScenario``): one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.scenario import PRESETS, Scenario, from_preset
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class BadInput(Exception):
+    """Bad user input: reported on one line, exit status 2, nothing written."""
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def add_scenario_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scenario (defaults come from the preset)")
+    g.add_argument("--preset", default="small", help=f"starting point: {', '.join(PRESETS)} (default small)")
+    g.add_argument("--days", type=int, help="processing days to simulate, one arrival batch each")
+    g.add_argument("--warmup-days", type=int, help="first days run but left out of totals")
+    g.add_argument("--events-per-day", type=int, help="original events per arrival batch")
+    g.add_argument("--late-fraction", type=_fraction, help="share of events arriving >= 1 day late, in [0, 1)")
+    g.add_argument("--lookback-days", type=int, help="the lookback window X in days (>= 1)")
+    g.add_argument(
+        "--beyond-window-share",
+        type=_fraction,
+        help="share of late events arriving --lateness-window-days or more days late "
+        "(a lookback of that window never sees them)",
+    )
+    g.add_argument(
+        "--lateness-window-days",
+        type=int,
+        help="the window --beyond-window-share refers to (default 14); fixed while --lookback-days varies",
+    )
+    g.add_argument("--max-lateness-days", type=int, help="the longest lateness generated, in days")
+    g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
+    g.add_argument("--malformed-fraction", type=_fraction, help="share of events with null title or bad view time")
+    g.add_argument("--seed", type=int, help="generator seed (same seed, same batches)")
+    g.add_argument(
+        "--maintenance-every-days", type=int, help="compact small files and expire snapshots every N days (0: never)"
+    )
+    g.add_argument(
+        "--privacy-delete-every-days",
+        type=int,
+        help="every N days delete all events of some accounts from the source, a non-append change (0: never)",
+    )
+    g.add_argument("--privacy-delete-accounts", type=int, help="accounts removed by each privacy delete (default 1)")
+    g.add_argument("--engine", help="duckdb (embedded default) or spark")
+    g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
+    g.add_argument(
+        "--merge-mode",
+        help="write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read (Spark only)",
+    )
+    g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
+    g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")
+    g.add_argument("--repeats", type=int, help="whole-run repeats; figures are medians")
+    g.add_argument(
+        "--events",
+        dest="events_file",
+        metavar="FILE.parquet",
+        help="ingest your own events (source columns, UTC timestamps) instead of generating",
+    )
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else None
+    events_file = str(Path(args.events_file).resolve()) if args.events_file else None
+    return from_preset(
+        args.preset,
+        days=args.days,
+        warmup_days=args.warmup_days,
+        events_per_day=args.events_per_day,
+        late_fraction=args.late_fraction,
+        lookback_days=args.lookback_days,
+        beyond_window_share=args.beyond_window_share,
+        lateness_window_days=args.lateness_window_days,
+        max_lateness_days=args.max_lateness_days,
+        duplicate_fraction=args.duplicate_fraction,
+        malformed_fraction=args.malformed_fraction,
+        seed=args.seed,
+        maintenance_every_days=args.maintenance_every_days,
+        privacy_delete_every_days=args.privacy_delete_every_days,
+        privacy_delete_accounts=args.privacy_delete_accounts,
+        engine=args.engine,
+        spark_master=args.spark_master,
+        strategies=strategies,
+        check=args.check,
+        merge_mode=args.merge_mode,
+        repeats=args.repeats,
+        events_file=events_file,
+    )
+
+
+def check_new_dir(path: Path, what: str) -> None:
+    """``path`` must be creatable (or an empty directory) and writable."""
+    if path.exists():
+        if not path.is_dir():
+            raise BadInput(f"{what} {path} exists and is not a directory")
+        if any(path.iterdir()):
+            raise BadInput(f"{what} {path} is not empty; choose a new directory or remove it")
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"{what} {path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BadInput(f"{what} {path} cannot be created: {parent} is not writable")
+
+
+def events_for(scenario: Scenario) -> tuple[Scenario, pa.Table | None]:
+    """The scenario's events file, read and checked, and the scenario with the file's dates and days.
+
+    Without an events file: the scenario unchanged and no events (the generator makes them).
+    """
+    if scenario.events_file is None:
+        return scenario, None
+    # Reading the file goes through the ingest code, which loads pyiceberg: only when there is a file.
+    from datagen.ingest import BadEventsFile, read_events_file, split_by_arrival
+
+    try:
+        events = read_events_file(Path(scenario.events_file))
+    except BadEventsFile as e:
+        raise BadInput(str(e)) from None
+    start, batches = split_by_arrival(events)
+    scenario = Scenario.from_dict(
+        {
+            **scenario.as_dict(),
+            "start_date": start.isoformat(),
+            "days": len(batches),
+            "warmup_days": min(scenario.warmup_days, len(batches) - 1),
+        }
+    )
+    return scenario, events
