@@ -1,34 +1,43 @@
-"""A one-line progress display on stderr (a line per day when not a terminal)."""
+"""A one-line progress display on stderr (a line per day when stderr is not a terminal)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from typing import TextIO
+
+BAR_WIDTH = 24
 
 
 class Progress:
-    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+    """Redraws one line in place on a terminal, cut to the terminal's width so that it never wraps;
+    elsewhere (a log file, a pipe) writes plain lines, one per update, with no carriage return."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.total = total
         self.label = label
         self.enabled = enabled
         self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty()
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
 
     def update(self, done: int, detail: str = "") -> None:
         if not self.enabled:
             return
-        width = 24
-        filled = int(width * done / max(self.total, 1))
+        filled = int(BAR_WIDTH * done / max(self.total, 1))
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - done) if done else 0.0
         line = (
-            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+            f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{self.total} "
             f"{elapsed:6.1f}s elapsed, ~{eta:5.1f}s left  {detail}"
         )
         if self.tty:
-            sys.stderr.write("\r" + line[:160].ljust(160))
+            # One column short of the width: a character in the last column wraps on some terminals.
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r" + line[:width].ljust(width))
             if done >= self.total:
-                sys.stderr.write("\n")
+                self.stream.write("\n")
         else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+            self.stream.write(line.rstrip() + "\n")
+        self.stream.flush()
