@@ -85,6 +85,8 @@ class Stage:
         affected_by: the columns of an unseen event (one the lookback's window
             missed) that identify the target rows it makes wrong.
         partition_field: the target's identity partition column.
+        probe_key: a narrow column a MERGE probes first (a 64-bit hash of a
+            one-column key); a match on it is confirmed on ``key``.
     """
 
     name: str
@@ -95,6 +97,7 @@ class Stage:
     pattern: Pattern
     affected_by: tuple[str, ...]
     partition_field: str = "event_date"
+    probe_key: str | None = None
 
     @property
     def input(self) -> Input:
@@ -127,15 +130,17 @@ PIPELINE: tuple[Stage, ...] = (
         inputs=(Input(SOURCE_TABLE, "events", "event_ts"),),
         schema=Schema(
             NestedField(1, "event_id", StringType(), required=True),
-            NestedField(2, "event_date", DateType(), required=True),
-            NestedField(3, "event_ts", TimestamptzType(), required=True),
-            NestedField(4, "account_id", LongType(), required=True),
-            NestedField(5, "title_id", LongType(), required=True),
-            NestedField(6, "country", StringType(), required=True),
-            NestedField(7, "device", StringType(), required=True),
-            NestedField(8, "view_seconds", IntegerType(), required=True),
+            NestedField(2, "event_key", LongType(), required=True),
+            NestedField(3, "event_date", DateType(), required=True),
+            NestedField(4, "event_ts", TimestamptzType(), required=True),
+            NestedField(5, "account_id", LongType(), required=True),
+            NestedField(6, "title_id", LongType(), required=True),
+            NestedField(7, "country", StringType(), required=True),
+            NestedField(8, "device", StringType(), required=True),
+            NestedField(9, "view_seconds", IntegerType(), required=True),
         ),
         key=("event_id",),
+        probe_key="event_key",
         pattern="merge",
         affected_by=("event_id",),
     ),

@@ -23,7 +23,7 @@ from typing import Any
 from pyiceberg.table import Table
 
 from pipelines.catalog import CATALOG_NAME
-from pipelines.engine import PartitionedInput, in_dates
+from pipelines.engine import Key, PartitionedInput, in_dates
 from pipelines.iceberg_io import FileSet, added_since
 from pipelines.recorder import FaultHook, Recorder
 from pipelines.spark_session import spark_session
@@ -124,13 +124,15 @@ class SparkEngine:
         self,
         target: Table,
         sql: str,
-        key: str,
+        key: Key,
         dates: Sequence[date],
         existing: FileSet,
         recorder: Recorder,
         fault: FaultHook,
     ) -> None:
-        self._merge(target, sql, (key,), dates, "WHEN NOT MATCHED THEN INSERT *", recorder, fault)
+        # Spark joins on both columns at once: the narrow one spares nothing here, but is equally exact.
+        keys = (key.name,) if key.probe is None else (key.probe, key.name)
+        self._merge(target, sql, keys, dates, "WHEN NOT MATCHED THEN INSERT *", recorder, fault)
 
     def merge_by_key(
         self,

@@ -8,6 +8,7 @@ titles per country and day.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -60,12 +61,18 @@ def event_tables(draw) -> pa.Table:
     return pa.Table.from_pylist([rows[i] for i in order], schema=SOURCE_ARROW_SCHEMA)
 
 
+def event_key(event_id: str) -> int:
+    """The first 60 bits of the id's MD5, as DESIGN.md's narrow probe key."""
+    return int(hashlib.md5(event_id.encode()).hexdigest()[:15], 16)
+
+
 def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The three stages as DESIGN.md states them, in pandas."""
     valid = events[events.title_id.notna() & (events.view_seconds.fillna(0) > 0)]
     # The earliest copy; among copies that arrived together the smallest by country, device, account, title, time.
     order = ["ingest_ts", "country", "device", "account_id", "title_id", "view_seconds"]
     daily = valid.sort_values(order, kind="stable").drop_duplicates("event_id", keep="first").copy()
+    daily["event_key"] = [event_key(i) for i in daily.event_id]
     daily["event_date"] = daily.event_ts.dt.tz_convert("UTC").dt.date
     daily["view_seconds"] = daily.view_seconds.clip(upper=logic.VIEW_SECONDS_CAP)
     daily = daily.drop(columns="ingest_ts")

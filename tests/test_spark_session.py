@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from datagen.ingest import ingest_batch
 from pipelines.catalog import CatalogMissing, create_tables, open_catalog
-from pipelines.logic import stage_sql
+from pipelines.engine import DuckDBEngine
+from pipelines.pipeline import stage
 from pipelines.spark_session import SparkUnavailable, jdbc_driver_jar, spark_conf
 from tests.events import Event, at, batch
 
@@ -81,19 +82,19 @@ def test_spark_reads_the_source_table_by_name(spark: SparkSession) -> None:
 
 
 def test_stage_sql_on_spark_equals_duckdb(spark: SparkSession, catalog: SqlCatalog) -> None:
-    sql = stage_sql("playback_daily", "events")
+    sql = stage("playback_daily").statement()
     spark.table("ipsbench.source.playback").createOrReplaceTempView("events")
-    got = _rows(spark, f"SELECT event_id, CAST(event_date AS STRING), unix_micros(event_ts), view_seconds FROM ({sql})")
-    con = duckdb.connect()
+    columns = "event_id, event_key, CAST(event_date AS {}), {}(event_ts), view_seconds"
+    got = _rows(spark, f"SELECT {columns.format('STRING', 'unix_micros')} FROM ({sql})")
+    engine = DuckDBEngine()  # with the engine's conv() macro, which the event_key expression uses
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        events = catalog.load_table("source.playback").scan().to_arrow()  # noqa: F841 (queried by name)
-        rows = con.sql(
-            f"SELECT event_id, CAST(event_date AS VARCHAR), epoch_us(event_ts), view_seconds FROM ({sql})"
-        ).fetchall()
+        engine.bind_arrow("events", catalog.load_table("source.playback").scan().to_arrow())
+        rows = engine.query(f"SELECT {columns.format('VARCHAR', 'epoch_us')} FROM ({sql})").to_pylist()
     finally:
-        con.close()
-    assert got == sorted(rows)
+        engine.close()
+    assert got == sorted(tuple(r.values()) for r in rows)
+    # The narrow key: the first 60 bits of the id's MD5, the same on both engines.
+    assert [r[1] for r in got] == [int(hashlib.md5(r[0].encode()).hexdigest()[:15], 16) for r in got]
     assert [r[0] for r in got] == ["e1", "e2"]
     assert got[1][3] == 14_400  # capped
 
@@ -102,7 +103,7 @@ def test_spark_merge_is_visible_to_pyiceberg_and_pyiceberg_can_still_commit(
     spark: SparkSession, catalog: SqlCatalog
 ) -> None:
     spark.table("ipsbench.source.playback").createOrReplaceTempView("events")
-    sql = stage_sql("playback_daily", "events")
+    sql = stage("playback_daily").statement()
     merge = f"MERGE INTO ipsbench.ips.playback_daily t USING ({sql}) s ON t.event_id = s.event_id "
     spark.sql(merge + "WHEN NOT MATCHED THEN INSERT *")
     table = catalog.load_table("ips.playback_daily")

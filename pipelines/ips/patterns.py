@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pyiceberg.expressions import AlwaysTrue
 
 from pipelines.context import StageContext
-from pipelines.engine import in_dates
+from pipelines.engine import Key, in_dates
 from pipelines.iceberg_io import FileSet, plan, plan_dates
 from pipelines.ips.capture import Capture
 from pipelines.pipeline import Pattern, Stage, Strategy
@@ -50,7 +50,8 @@ def merge(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         _read(ctx, existing)
         ctx.engine.bind_input(source_input.relation, icdc, changes, in_dates(source_input.date_column, dates))
         (key,) = stage.key
-        ctx.engine.insert_missing(target, stage.statement(), key, dates, existing, ctx.recorder, ctx.fault)
+        probe = Key(key, stage.probe_key)
+        ctx.engine.insert_missing(target, stage.statement(), probe, dates, existing, ctx.recorder, ctx.fault)
     if cap.rewritten_dates:
         recompute(ctx, stage, NAMESPACE, cap.rewritten_dates)
 
