@@ -31,7 +31,6 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.utils.properties import property_as_int
 
-from pipelines import pyiceberg_patches
 from pipelines.recorder import Recorder
 
 EPOCH = date(1970, 1, 1)
@@ -73,9 +72,6 @@ def plan(table: Table, row_filter: BooleanExpression, snapshot_id: int | None = 
         return FileSet()
     tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files())
     return FileSet.of((t.file for t in tasks), (d for t in tasks for d in t.delete_files))
-
-
-pyiceberg_patches.install()
 
 
 def live_data_files(manifest: ManifestFile, io: FileIO) -> list[DataFile]:

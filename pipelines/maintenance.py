@@ -20,12 +20,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
-from pyiceberg.table.snapshots import Operation
-from pyiceberg.table.update.snapshot import _OverwriteFiles
 
 from pipelines.iceberg_io import data_files, live_files
 from pipelines.ips.capture import COMPACTION_PROPERTY
@@ -77,10 +76,11 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
     """Merge each fragmented partition's small files into one file (see ``files_to_merge``).
 
     pyiceberg 0.12 cannot write Iceberg's REPLACE operation, so this commits an
-    OVERWRITE marked with the summary property ``COMPACTION_PROPERTY``;
-    IpCapture passes over such a snapshot (as over a REPLACE) when it also
-    added exactly as many records as it deleted. Row-level delete files are not
-    expected (copy-on-write tables).
+    OVERWRITE (public ``update_snapshot().overwrite()``) marked with the summary
+    property ``COMPACTION_PROPERTY``; IpCapture passes over such a snapshot (as
+    over a REPLACE) when it also added exactly as many records as it deleted.
+    Row-level delete files are not expected (copy-on-write tables). Files are
+    read and written through ``table.io``, so any FileIO (local, S3, ...) works.
 
     Returns:
         Files removed and files written.
@@ -104,23 +104,23 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
         for files in groups
         for f in data_files(
             table.metadata,
-            pa.concat_tables([pq.read_table(f.file_path.removeprefix("file://"), schema=schema) for f in files]),
+            pa.concat_tables([_read_data_file(table.io, f, schema) for f in files]),
             table.io,
             commit_uuid,
             counter,
         )
     ]
     with table.transaction() as tx:
-        replace = _OverwriteFiles(
-            operation=Operation.OVERWRITE,
-            transaction=tx,
-            io=table.io,
-            commit_uuid=commit_uuid,
-            snapshot_properties={COMPACTION_PROPERTY: "rows-preserved"},
-        )
-        with replace:
+        # The table has a snapshot, so overwrite() commits an OVERWRITE (on an empty table it would be an APPEND).
+        snapshot_update = tx.update_snapshot(snapshot_properties={COMPACTION_PROPERTY: "rows-preserved"})
+        with snapshot_update.overwrite(commit_uuid=commit_uuid) as replace:
             for f in old:
                 replace.delete_data_file(f)
             for f in new:
                 replace.append_data_file(f)
     return len(old), len(new)
+
+
+def _read_data_file(io: FileIO, data_file: DataFile, schema: pa.Schema) -> pa.Table:
+    with io.new_input(data_file.file_path).open() as stream:
+        return pq.read_table(stream, schema=schema)

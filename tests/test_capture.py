@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import date
 
+import fsspec
 import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.io.fsspec import FsspecFileIO
 from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.table.snapshots import Operation
 
 from datagen.ingest import ingest_batch
-from pipelines.catalog import SOURCE_TABLE
+from pipelines import pyiceberg_compat
+from pipelines.catalog import CATALOG_NAME, SOURCE_TABLE, create_tables
 from pipelines.ips.capture import WatermarkLost, changed_files, ip_capture
 from pipelines.ips.state import ip_commit, watermark
 from pipelines.maintenance import compact, expire_history
@@ -107,6 +114,7 @@ def test_compaction_is_a_replace_that_capture_passes_over(catalog) -> None:
     source = catalog.load_table(SOURCE_TABLE)
     # Day 0's partition: its own batch's file (2 events) stays, the 2 late files are merged.
     assert (removed, written) == (2, 1)
+    assert source.current_snapshot().summary.operation == Operation.OVERWRITE
     assert source.current_snapshot().summary["ipsbench.compaction"] == "rows-preserved"
     assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
     cap = ip_capture(catalog, "wf", source, watermark(source, "wf"), "event_ts")
@@ -129,6 +137,46 @@ def test_compaction_keeps_a_partitions_main_file_and_merges_the_late_ones(catalo
     assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
     # Two files left, the main one and the merged one: nothing more to merge.
     assert compact(source, min_files=2) == (0, 0)
+
+
+class MemoryFileIO(FsspecFileIO):
+    """pyiceberg's fsspec FileIO with fsspec's in-process ``memory://`` filesystem, which pyarrow cannot open."""
+
+    def __init__(self, properties: dict[str, str]) -> None:
+        super().__init__(properties)
+        self._scheme_to_fs["memory"] = lambda _properties: fsspec.filesystem("memory")
+
+
+@pytest.fixture
+def memory_catalog(tmp_path) -> Iterator[SqlCatalog]:
+    """A catalog whose tables live in memory, reached only through their FileIO."""
+    root = f"memory://ipsbench-{uuid.uuid4().hex}"
+    # Not open_catalog (a local warehouse): the compat changes it installs are installed here.
+    pyiceberg_compat.install()
+    catalog = SqlCatalog(
+        CATALOG_NAME,
+        uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+        warehouse=root,
+        **{"py-io-impl": f"{__name__}.MemoryFileIO"},
+    )
+    create_tables(catalog, ())
+    yield catalog
+    catalog.engine.dispose()
+    fsspec.filesystem("memory").rm(root, recursive=True)
+
+
+def test_compaction_reads_and_writes_through_the_tables_file_io(memory_catalog) -> None:
+    for d in range(3):
+        ingest_batch(memory_catalog, batch([ev(30 + d, 0, d)]))
+    source = memory_catalog.load_table(SOURCE_TABLE)
+    assert isinstance(source.io, MemoryFileIO)
+    before = sorted(source.scan().to_arrow().column("event_id").to_pylist())
+    assert compact(source, min_files=3, keep_main_file=False) == (3, 1)
+    source = memory_catalog.load_table(SOURCE_TABLE)
+    [merged] = [t.file.file_path for t in source.scan().plan_files()]
+    assert merged.startswith("memory://")
+    assert source.current_snapshot().summary.operation == Operation.OVERWRITE
+    assert sorted(source.scan().to_arrow().column("event_id").to_pylist()) == before
 
 
 def test_expiry_keeps_the_watermark_and_capture_working(catalog) -> None:

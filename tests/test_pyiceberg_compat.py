@@ -1,11 +1,22 @@
-"""The pyiceberg patches: a thread-safe manifest evaluator, a correct manifest cache, a fast partition writer."""
+"""pipelines.pyiceberg_compat: the version check, each change's patched behaviour, and for each
+change a ``test_upstream_*`` that shows pyiceberg still behaves as the change assumes (it fails
+once upstream fixes the behaviour: the change may then go). Also the project's partition writer
+checked against pyiceberg's own writer and the tables' Parquet settings.
+
+No conftest hook installs the changes: every catalog here comes from ``open_catalog``, which
+installs them; tests that reach pyiceberg without a catalog call ``pyiceberg_compat.install()``.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import tomllib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,18 +24,93 @@ import pytest
 from pyiceberg.conversions import to_bytes
 from pyiceberg.expressions import In, Reference
 from pyiceberg.expressions.literals import DateLiteral
-from pyiceberg.expressions.visitors import manifest_evaluator
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.expressions.visitors import _ManifestEvalVisitor, manifest_evaluator
+from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.manifest import ManifestFile, PartitionFieldSummary
-from pyiceberg.types import DateType
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Transaction
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import DateType, NestedField
 
 from bench.metrics import StageRecorder
 from bench.runner import simulate
 from bench.scenario import from_preset
-from pipelines import pyiceberg_patches
-from pipelines.catalog import SOURCE_TABLE, TARGETS, create_tables, open_catalog
+from datagen.ingest import ingest_batch
+from pipelines import pyiceberg_compat
+from pipelines.catalog import SOURCE_TABLE, STAGES, open_catalog
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import conform, data_files, live_data_files, live_files, overwrite_partitions, partition_files
+from pipelines.pyiceberg_compat import manifest_cache, manifest_eval_lock, transaction_metadata
+from tests.events import Event, at, batch
+
+REPO = Path(__file__).resolve().parent.parent
+ALL_CHANGES = ["manifest_eval_lock", "manifest_cache", "transaction_metadata"]
+
+# The event_date partitioning of the target tables, spelled out so these tests need no table.
+DATE_SCHEMA = Schema(NestedField(1, "event_date", DateType(), required=True))
+DATE_SPEC = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="event_date"))
+
+
+# --- installation ---------------------------------------------------------------------------
+
+
+def test_importing_pipelines_changes_nothing_in_pyiceberg_until_install() -> None:
+    """In a fresh interpreter the pipeline modules import without touching pyiceberg; install() changes it."""
+    code = """
+import json
+import pipelines.iceberg_io, pipelines.maintenance, pipelines.catalog
+from pyiceberg.expressions.visitors import _ManifestEvalVisitor
+from pyiceberg.manifest import ManifestFile
+from pyiceberg.table import Transaction
+members = [_ManifestEvalVisitor.eval, ManifestFile.fetch_manifest_entry, Transaction.__dict__["table_metadata"].fget]
+from pipelines import pyiceberg_compat
+before = pyiceberg_compat.installed_changes()
+pyiceberg_compat.install()
+print(json.dumps({"modules": [m.__module__ for m in members], "before": before,
+                  "after": pyiceberg_compat.installed_changes()}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["modules"] == ["pyiceberg.expressions.visitors", "pyiceberg.manifest", "pyiceberg.table"]
+    assert seen["before"] == []
+    assert seen["after"] == ALL_CHANGES
+
+
+def test_required_version_is_the_pin_and_the_installed_release() -> None:
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pin] = [d for d in dependencies if d.startswith("pyiceberg[")]
+    assert pin.endswith(f"=={pyiceberg_compat.REQUIRED_VERSION}")
+    assert pyiceberg_compat.installed_version() == pyiceberg_compat.REQUIRED_VERSION
+
+
+def test_install_refuses_another_pyiceberg_with_a_one_line_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pyiceberg_compat, "_installed", False)
+    monkeypatch.setattr(pyiceberg_compat, "installed_version", lambda: "0.13.0")
+    with pytest.raises(pyiceberg_compat.PyicebergVersionMismatch) as refused:
+        pyiceberg_compat.install()
+    message = str(refused.value)
+    assert "pyiceberg 0.13.0 is installed" in message and "requires pyiceberg==0.12.0" in message
+    assert "\n" not in message
+    assert pyiceberg_compat._installed is False
+
+
+def test_a_second_install_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    pyiceberg_compat.install()
+    members = (_ManifestEvalVisitor.eval, ManifestFile.fetch_manifest_entry, Transaction.__dict__["table_metadata"])
+
+    def must_not_be_asked() -> str:
+        raise AssertionError("a second install() checked the version again")
+
+    monkeypatch.setattr(pyiceberg_compat, "installed_version", must_not_be_asked)
+    pyiceberg_compat.install()
+    assert (_ManifestEvalVisitor.eval, ManifestFile.fetch_manifest_entry, Transaction.__dict__["table_metadata"]) == (
+        members
+    )
+    assert pyiceberg_compat.installed_changes() == ALL_CHANGES
+
+
+# --- manifest_eval_lock ---------------------------------------------------------------------
 
 
 def _manifest(i: int, day: int) -> ManifestFile:
@@ -48,13 +134,38 @@ def tiny_switch_interval():
     sys.setswitchinterval(old)
 
 
+def test_upstream_manifest_evaluator_shares_state_between_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream ``_ManifestEvalVisitor.eval`` keeps the manifest's summaries on the shared visitor:
+    another call between its store and its use makes it judge the wrong manifest. Deterministic:
+    the other call is made from inside the first, where a second thread would run."""
+    partition_schema = Schema(*DATE_SPEC.partition_type(DATE_SCHEMA).fields)
+    wanted = In(term=Reference("event_date"), values={DateLiteral(20_100), DateLiteral(20_101)})
+    visitor = _ManifestEvalVisitor(partition_schema, wanted, case_sensitive=True)
+    inside, outside = _manifest(0, 20_100), _manifest(1, 30_000)
+    assert manifest_eval_lock.ORIGINAL(visitor, inside) is True
+    assert manifest_eval_lock.ORIGINAL(visitor, outside) is False
+
+    visit_in = visitor.visit_in
+    interleaved: list[ManifestFile] = []
+
+    def with_another_call_first(term, literals):
+        if not interleaved:
+            interleaved.append(outside)
+            manifest_eval_lock.ORIGINAL(visitor, outside)
+        return visit_in(term=term, literals=literals)
+
+    monkeypatch.setattr(visitor, "visit_in", with_another_call_first)
+    # `inside` matches, but is judged by `outside`'s summaries: upstream still shares the state.
+    assert manifest_eval_lock.ORIGINAL(visitor, inside) is False
+    assert interleaved == [outside]
+
+
 def test_manifest_evaluator_judges_each_manifest_by_its_own_summaries(tiny_switch_interval) -> None:
     """One evaluator shared by threads (as ``_deleted_entries`` shares it) gives the sequential answers."""
-    spec = TARGETS["playback_daily_agg"].spec
-    schema = TARGETS["playback_daily_agg"].schema
+    pyiceberg_compat.install()
     wanted = range(20_100, 20_111)
     evaluate = manifest_evaluator(
-        spec, schema, In(term=Reference("event_date"), values={DateLiteral(d) for d in wanted})
+        DATE_SPEC, DATE_SCHEMA, In(term=Reference("event_date"), values={DateLiteral(d) for d in wanted})
     )
     manifests = [_manifest(i, 20_000 + i % 400) for i in range(4000)]
     expected = [20_100 <= 20_000 + i % 400 <= 20_110 for i in range(4000)]
@@ -62,9 +173,51 @@ def test_manifest_evaluator_judges_each_manifest_by_its_own_summaries(tiny_switc
         assert _judge_concurrently(evaluate, manifests) == expected
 
 
+# --- manifest_cache -------------------------------------------------------------------------
+
+
+class CountingFileIO(PyArrowFileIO):
+    """The local FileIO, counting the paths it opens for reading."""
+
+    def __init__(self, properties: dict[str, str]) -> None:
+        super().__init__(properties)
+        self.opened: list[str] = []
+
+    def new_input(self, location: str):
+        self.opened.append(location)
+        return super().new_input(location)
+
+
+def _a_manifest(catalog) -> tuple[ManifestFile, CountingFileIO]:
+    ev = Event("ev-1", 1, 7, "US", "tv", at(0, 12), 600, at(0, 20))
+    ingest_batch(catalog, batch([ev]))
+    table = catalog.load_table(SOURCE_TABLE)
+    [manifest] = table.current_snapshot().manifests(table.io)
+    return manifest, CountingFileIO(dict(table.io.properties))
+
+
+def test_upstream_fetch_manifest_entry_reads_the_file_on_every_call(catalog) -> None:
+    manifest, io = _a_manifest(catalog)
+    first = manifest_cache.ORIGINAL(manifest, io, True)
+    second = manifest_cache.ORIGINAL(manifest, io, True)
+    assert [e.data_file.file_path for e in first] == [e.data_file.file_path for e in second]
+    # Upstream opens and parses the immutable file again: no cache of its own yet.
+    assert io.opened.count(manifest.manifest_path) == 2
+
+
+def test_manifest_cache_reads_each_manifest_once(catalog) -> None:
+    manifest, io = _a_manifest(catalog)
+    manifest_cache.clear()
+    first = manifest_cache.fetch_cached(manifest, io)
+    second = manifest_cache.fetch_cached(manifest, io)
+    assert [e.data_file.file_path for e in first] == [e.data_file.file_path for e in second]
+    assert io.opened.count(manifest.manifest_path) == 1
+
+
 def test_manifest_cache_serves_what_the_file_holds(catalog) -> None:
     """Cached entries equal a fresh read, across overwrites that rewrite manifests."""
-    create_tables(catalog, ("ips",))
+    manifest_cache.clear()
+    hits_before = manifest_cache.stats["hits"]
     table = catalog.load_table("ips.playback_daily_agg")
     start = date(2026, 1, 1)
     for step in range(6):
@@ -80,19 +233,44 @@ def test_manifest_cache_serves_what_the_file_holds(catalog) -> None:
         )
         overwrite_partitions(table, rows, dates, StageRecorder())
         for manifest in table.current_snapshot().manifests(table.io):
-            fresh = pyiceberg_patches._original(manifest, table.io, True)
+            fresh = manifest_cache.ORIGINAL(manifest, table.io, True)
             cached = live_data_files(manifest, table.io)
             assert sorted(f.file_path for f in cached) == sorted(e.data_file.file_path for e in fresh)
     live = partition_files(table, [start + timedelta(days=d) for d in range(10)])
     assert len(live) == 9  # days 0..8, one file each
-    assert pyiceberg_patches.stats["hits"] > 0
+    assert manifest_cache.stats["hits"] > hits_before
+
+
+# --- transaction_metadata -------------------------------------------------------------------
+
+
+def test_upstream_transaction_copies_metadata_with_nothing_staged(catalog) -> None:
+    table = catalog.load_table("ips.playback_daily_agg")
+    tx = table.transaction()
+    upstream = transaction_metadata.ORIGINAL(tx)
+    # Nothing staged, yet upstream returns a (deep) copy.
+    assert upstream == table.metadata and upstream is not table.metadata
+
+
+def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) -> None:
+    table = catalog.load_table("ips.playback_daily_agg")
+    tx = table.transaction()
+    assert tx.table_metadata is table.metadata  # nothing staged: no copy
+    tx.set_properties(owner="ipsbench")
+    staged = tx.table_metadata
+    assert staged is not table.metadata and staged.properties["owner"] == "ipsbench"
+    assert "owner" not in table.metadata.properties
+    tx.commit_transaction()
+    assert catalog.load_table("ips.playback_daily_agg").properties["owner"] == "ipsbench"
+
+
+# --- the project's writer beside pyiceberg's --------------------------------------------------
 
 
 @pytest.mark.parametrize("arrival", ["scattered", "grouped by partition"])
 def test_partition_writer_matches_pyiceberg_writer(catalog, arrival: str) -> None:
     """``data_files`` puts the same rows into the same partitions as pyiceberg's own writer,
     whether it has to sort the rows or finds each partition's rows together already."""
-    create_tables(catalog, ("ips",))
     table = catalog.load_table("ips.playback_daily_agg")
     days = [date(2026, 1, 1) + timedelta(days=(i * 7919) % 23) for i in range(2000)]
     if arrival != "scattered":
@@ -125,7 +303,8 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
     """Every table carries the 64 KiB dictionary cap. Under it the unique event_ids get a small
     dictionary page (then plain pages) where Iceberg's 2 MiB default builds one 2 MiB deep,
     while the 5,000 title_ids and the countries keep the very dictionary they had."""
-    names = [SOURCE_TABLE, *(f"{ns}.{t}" for ns in ("lookback", "ips") for t in TARGETS)]
+    names = [".".join(t) for ns in ("source", "lookback", "ips") for t in catalog.list_tables(ns)]
+    assert SOURCE_TABLE in names and len(names) == 1 + 2 * len(STAGES)
     for name in names:
         assert catalog.load_table(name).properties["write.parquet.dict-size-bytes"] == str(64 * 1024)
     table = catalog.load_table("lookback.playback_daily")
@@ -162,19 +341,6 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
     assert capped["event_id"] < 128 * 1024 < 4 * capped["event_id"] < uncapped["event_id"], (capped, uncapped)
     assert capped["title_id"] == uncapped["title_id"] > 5000  # all 5,000 titles, under both settings
     assert capped["country"] == uncapped["country"]
-
-
-def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) -> None:
-    create_tables(catalog, ("ips",))
-    table = catalog.load_table("ips.playback_daily_agg")
-    tx = table.transaction()
-    assert tx.table_metadata is table.metadata  # nothing staged: no copy
-    tx.set_properties(owner="ipsbench")
-    staged = tx.table_metadata
-    assert staged is not table.metadata and staged.properties["owner"] == "ipsbench"
-    assert "owner" not in table.metadata.properties
-    tx.commit_transaction()
-    assert catalog.load_table("ips.playback_daily_agg").properties["owner"] == "ipsbench"
 
 
 def test_outputs_written_in_chunks_of_whole_partitions_stay_exact(tmp_path, monkeypatch) -> None:
