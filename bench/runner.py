@@ -186,7 +186,7 @@ def simulate(
             for strategy in days_order(scenario.strategies, day):
                 for stage in STAGES:
                     rec = StageRecorder()
-                    ctx = StageContext(catalog, engine, rec)
+                    ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
                     with rec.timed():
                         run_strategy_stage(ctx, strategy, stage, processing_date, scenario)
                     row = rec.row()

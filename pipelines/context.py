@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -19,9 +20,12 @@ class StageContext:
         engine: where the stage SQL runs.
         recorder: receives phases and read/write figures (the runner's clock).
         fault: called at each boundary a crash can hit; tests make it raise.
+        processing_date: the date of the schedule's run, when there is one: the
+            filter pattern recomputes its partition (new data) whole.
     """
 
     catalog: SqlCatalog
     engine: Engine
     recorder: Recorder = field(default_factory=NullRecorder)
     fault: FaultHook = no_fault
+    processing_date: date | None = None

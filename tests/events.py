@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from datagen.model import SOURCE_ARROW_SCHEMA
 
@@ -38,7 +39,7 @@ def batch(events: list[Event]) -> pa.Table:
 
 
 def run_ips_day(catalog, day_batch: pa.Table, fault=None) -> None:
-    """Ingest one batch and run the three IPS workflows."""
+    """Ingest one batch and run the IPS workflows on its arrival date (the processing date)."""
     from datagen.ingest import ingest_batch
     from pipelines.catalog import STAGES
     from pipelines.context import StageContext
@@ -46,10 +47,12 @@ def run_ips_day(catalog, day_batch: pa.Table, fault=None) -> None:
     from pipelines.ips import workflow
 
     ingest_batch(catalog, day_batch)
+    last_arrival = pc.max(day_batch.column("ingest_ts")).as_py()
+    processing_date = last_arrival.date() if last_arrival is not None else None
     engine = DuckDBEngine()
     try:
         for stage in STAGES:
-            ctx = StageContext(catalog, engine)
+            ctx = StageContext(catalog, engine, processing_date=processing_date)
             if fault is not None:
                 ctx.fault = fault
             workflow.run_stage(ctx, stage)

@@ -3,8 +3,10 @@
 - MERGE (stage 1): the ICDC rows through the stage-1 logic; insert the keys
   the target lacks. Commits are APPENDs of exactly the new rows; a re-run
   inserts nothing twice.
-- filter (stage 2a): the ICDC of its input names the changed keys; only their
-  rows are re-aggregated and merged by key into the target.
+- filter (stage 2a), as Netflix runs it: the processing date's partition (new
+  data) is recomputed whole, with no join; for earlier dates the ICDC of its
+  input names the changed keys, and only their rows are re-aggregated and
+  merged by key into the target.
 - range (stage 2b): the change ranges name the changed ``event_date``s; those
   whole partitions are recomputed and overwritten.
 
@@ -57,8 +59,9 @@ def merge(ctx: StageContext, stage: Stage, cap: Capture) -> None:
 
 
 def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
-    """Re-aggregate only the changed keys and merge them by key; rewritten partitions whole."""
-    keyed = cap.appended_only_dates
+    """Re-aggregate only the changed keys and merge them by key; new and rewritten partitions whole."""
+    new = [d for d in cap.appended_only_dates if ctx.processing_date is not None and d >= ctx.processing_date]
+    keyed = [d for d in cap.appended_only_dates if d not in new]
     if keyed and cap.icdc_table:
         source_input = stage.input
         source = ctx.catalog.load_table(source_input.table(NAMESPACE))
@@ -77,10 +80,14 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         ctx.recorder.note(changed_keys=changed)
         ctx.engine.bind_input("input_dates", source, input_files, in_dates(source_input.date_column, keyed))
         on = " AND ".join(f"d.{k} = k.{k}" for k in stage.key)
-        ctx.engine.bind_sql(source_input.relation, f"SELECT d.* FROM input_dates d JOIN changed_keys k ON {on}")
+        # DuckDB pushes a join filter into the scan for one equality only: a
+        # one-column pre-filter on the key's non-date column narrows the join's input.
+        (column, *more) = [k for k in stage.key if k != stage.partition_field]
+        narrow = "" if more else f" WHERE d.{column} IN (SELECT {column} FROM changed_keys)"
+        ctx.engine.bind_sql(source_input.relation, f"SELECT d.* FROM input_dates d JOIN changed_keys k ON {on}{narrow}")
         ctx.engine.merge_by_key(target, stage.statement(), stage.key, keyed, old_files, ctx.recorder, ctx.fault)
-    if cap.rewritten_dates:
-        recompute(ctx, stage, NAMESPACE, cap.rewritten_dates)
+    if new or cap.rewritten_dates:
+        recompute(ctx, stage, NAMESPACE, sorted([*new, *cap.rewritten_dates]))
 
 
 def range_partitions(ctx: StageContext, stage: Stage, cap: Capture) -> None:
