@@ -37,17 +37,30 @@ def catalog_path(warehouse: Path) -> Path:
     return warehouse / "catalog.db"
 
 
-def open_catalog(warehouse: Path, create: bool = False) -> SqlCatalog:
-    """Open (or, with ``create``, create) the warehouse's catalog."""
+def open_catalog(warehouse: Path, create: bool = False, catalog_uri: str | None = None) -> SqlCatalog:
+    """Open (or, with ``create``, create) the warehouse's catalog.
+
+    Args:
+        catalog_uri: SQLAlchemy URL of the catalog database, e.g.
+            ``postgresql+psycopg2://ipsbench@db:5432/ipsbench`` (``pip install '.[postgres]'``)
+            so that a cluster's machines share one catalog. Default: the environment
+            variable ``IPSBENCH_CATALOG_URI``, else sqlite at ``<warehouse>/catalog.db``.
+            The data files live under ``warehouse`` either way.
+    """
+    import os  # here, not at the top: this function is the only reader of the environment
+
     pyiceberg_compat.install()
     warehouse = warehouse.resolve()
-    db = catalog_path(warehouse)
-    if not create and not db.exists():
-        raise CatalogMissing(f"no ipsbench catalog at {db}")
+    uri = catalog_uri or os.environ.get("IPSBENCH_CATALOG_URI") or None
+    if uri is None:
+        db = catalog_path(warehouse)
+        if not create and not db.exists():
+            raise CatalogMissing(f"no ipsbench catalog at {db}")
+        uri = f"sqlite:///{db}"
     warehouse.mkdir(parents=True, exist_ok=True)
     return SqlCatalog(
         CATALOG_NAME,
-        uri=f"sqlite:///{db}",
+        uri=uri,
         # Not Path.as_uri(): it percent-encodes '=', ',' and spaces, and pyiceberg
         # would then write the data files under a differently named directory.
         warehouse=f"file://{warehouse}",
