@@ -362,9 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"error: {e}", EXIT_BAD_INPUT)
         if args.debug:
             traceback.print_exc()
-        message = str(e).splitlines()[0] if str(e) else ""
+        # The exit-3 line reports the failure; it must stay one line whatever the message holds.
+        what = ": ".join([type(e).__name__, *str(e).splitlines()[:1]])
         hint = "" if args.debug else " (run with --debug for the traceback)"
-        return _fail(f"internal error: {type(e).__name__}: {message}{hint}", EXIT_INTERNAL)
+        return _fail(f"internal error: {what}{hint}", EXIT_INTERNAL)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +108,14 @@ def bad(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--events-per-day", "0"], "events-per-day"),
         (["--days", "-3"], "days"),
         (["--strategies", "lookback,magic"], "strategies"),
+        # Bounds: refused up front, before a date overflows, a batch fills memory or parquet rejects the seed.
+        (["--lookback-days", "1000000"], "lookback-days must be at most 3,660, got 1,000,000"),
+        (["--days", "100000"], "days must be at most 3,660"),
+        (["--max-lateness-days", "99999999"], "max-lateness-days must be at most 3,660"),
+        (["--events-per-day", str(10**15)], "events-per-day must be at most 100,000,000"),
+        (["--seed", str(2**100)], "seed must be in [0, 4294967295]"),
+        (["--seed", "-1"], "seed must be in [0, 4294967295]"),
+        (["--repeats", "1000000"], "repeats must be at most 100"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(
@@ -210,3 +220,61 @@ def test_name_value_folders_in_paths_are_not_hive_columns(tmp_path: Path) -> Non
     out = tmp_path / "late_fraction=0.1,seed=3" / "run"
     assert main(["run", "--out", str(out), *TINY[:2], "--days", "3", "--warmup-days", "1", "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["correctness"]["ips"]["equal_to_oracle"]
+
+
+@pytest.fixture
+def failing_run(monkeypatch: pytest.MonkeyPatch):
+    """``run`` whose simulation raises ``error`` after the output directory was created."""
+
+    def install(error: BaseException) -> None:
+        def run_scenario(scenario, events, out, *args, **kwargs):
+            assert out.is_dir()  # the failure comes after something was created
+            raise error
+
+        monkeypatch.setattr("bench.execute.run_scenario", run_scenario)
+
+    return install
+
+
+def test_internal_error_exits_3_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], failing_run) -> None:
+    failing_run(RuntimeError("disk full\nsecond line"))
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), "--preset", "tiny", "--quiet"]) == 3
+    captured = capsys.readouterr()
+    assert captured.err == ("ipsbench: internal error: RuntimeError: disk full (run with --debug for the traceback)\n")
+    assert not out.exists()
+
+
+def test_debug_prints_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str], failing_run) -> None:
+    failing_run(ValueError("bad state"))
+    out = tmp_path / "out"
+    assert main(["--debug", "run", "--out", str(out), "--preset", "tiny", "--quiet"]) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Traceback (most recent call last):" and "raise error" in "\n".join(err)
+    assert err[-1] == "ipsbench: internal error: ValueError: bad state"
+    assert not out.exists()
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], failing_run) -> None:
+    failing_run(KeyboardInterrupt())
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), "--preset", "tiny", "--quiet"]) == 130
+    assert capsys.readouterr().err == "ipsbench: interrupted\n"
+    assert not out.exists()
+
+
+def test_sigterm_exits_143_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def terminated_midway(scenario, events, out, *args, **kwargs):
+        (out / "half-written").write_text("x")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr("bench.execute.run_scenario", terminated_midway)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), "--preset", "tiny", "--quiet"]) == 143
+    assert capsys.readouterr().err == "ipsbench: terminated\n"
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is main's only
