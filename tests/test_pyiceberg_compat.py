@@ -312,6 +312,8 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
     rows = pa.table(
         {
             "event_id": [f"e{10**19 + i * 7_777_777}" for i in range(n)],
+            # Distinct 60-bit values scattered like the real MD5-derived keys; not measured here.
+            "event_key": pa.array([(i * 0x9E3779B97F4A7C15) % 2**60 for i in range(n)], pa.int64()),
             "event_date": pa.array([date(2026, 1, 1)] * n, pa.date32()),
             "event_ts": pa.array([i for i in range(n)], pa.timestamp("us", tz="UTC")),
             "account_id": pa.array([i % 997 for i in range(n)], pa.int64()),
