@@ -198,7 +198,7 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
                 marker="s",
                 linestyle=style,
                 color="tab:cyan",
-                label=_label("lookback: late events missed", facet),
+                label=_label("late events beyond the window (the lookback never sees them)", facet),
             )
         if not ips.empty:
             ax.plot(

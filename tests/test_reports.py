@@ -160,7 +160,9 @@ def test_two_dimensional_sweep_plots_window_cost_and_accuracy_per_facet(tmp_path
     rows += _sweep_rows(LATE, halved, lookback_days=14, lookback_wall=20.0, start_index=3)
     _write_sweep(out, rows, {"late_fraction": LATE, "lookback_days": [7, 14]})
     text = render_sweep(out).read_text()
-    assert "| lookback_days=7 | playback_daily_agg (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
+    assert (
+        "| lookback_days=7 | playback_daily_agg (filter) | IPS stops beating the lookback at 0.0625 (6.25 %) |" in text
+    )
     assert "| lookback_days=14 | title_daily_rank (range) | IPS cheaper over the whole range measured" in text
     for plot in ("cost_vs_lookback_days.png", "accuracy_vs_lookback_days.png", "ratio_vs_late_fraction.png"):
         assert (out / plot).is_file() and f"]({plot})" in text
@@ -275,3 +277,51 @@ def test_repeats_show_median_and_min_max_and_peak_memory(tmp_path: Path) -> None
     assert "band: min" not in text  # the band is in the plot title, not the report
     single = render(_run_dir(tmp_path / "one", _walls({s: [1.0] for s in STAGES}), peak=123 * 2**20)).read_text()
     assert "Spread over" not in single and "Peak RSS of the run's process: 123 MiB" in single
+
+
+def test_seed_is_drawn_on_a_categorical_axis() -> None:
+    import matplotlib.pyplot as plt
+
+    from reports.sweep import _axis, x_positions
+
+    assert x_positions("seed", [1000, 1, 7]) == {1: 0.0, 7: 1.0, 1000: 2.0}
+    assert x_positions("lookback_days", [14, 7]) == {14: 14.0, 7: 7.0}
+    fig, ax = plt.subplots()
+    _axis(ax, "seed", [1000, 1, 7])
+    assert list(ax.get_xticks()) == [0, 1, 2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "7", "1000"]
+    plt.close(fig)
+
+
+def test_one_measured_day_is_singular(tmp_path: Path) -> None:
+    out = _run_dir(tmp_path / "run", _walls({s: [1.0] for s in STAGES}))
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "measured_days": 1}))
+    assert "Scenario `tiny`: 1 measured day (+1 warm-up day), 2,000 events/day" in render(out).read_text()
+
+
+def test_each_strategy_keeps_its_colour_in_every_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from reports.style import STRATEGY_COLORS
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    render(_run_dir(tmp_path / "run", _walls({s: [1.0, 2.0] for s in STAGES})))
+    sweep = tmp_path / "sweep"
+    halved = {k: [r / 2 for r in v] for k, v in RATIOS.items()}
+    rows = _sweep_rows(LATE, RATIOS) + _sweep_rows(LATE, halved, lookback_days=14, lookback_wall=20.0, start_index=3)
+    _write_sweep(sweep, rows, {"late_fraction": LATE, "lookback_days": [7, 14]})
+    render_sweep(sweep)
+    seen: dict[str, set[tuple[float, ...]]] = {}
+    for fig in figures:
+        for ax in fig.axes:
+            for artist in [*ax.lines, *ax.patches]:
+                strategy = str(artist.get_label()).split(" ")[0].split(":")[0].lower()
+                if strategy in STRATEGY_COLORS:
+                    color = artist.get_color() if hasattr(artist, "get_color") else artist.get_facecolor()
+                    seen.setdefault(strategy, set()).add(to_rgba(color))
+    # Lines and bars of both strategies in the run's plots and the sweep's cost and accuracy plots.
+    assert len(figures) == 6
+    assert seen == {s: {to_rgba(c)} for s, c in STRATEGY_COLORS.items()}
