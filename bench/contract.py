@@ -122,9 +122,6 @@ class VerdictRecord(TypedDict, total=False):
     per_stage: dict[str, dict[str, int]]
 
 
-VERDICT_KEYS = tuple(VerdictRecord.__annotations__)
-
-
 # The scenario options a sweep can vary, with how one value is read.
 SWEEP_VARIABLES: dict[str, type[int] | type[float]] = {
     "late_fraction": float,
