@@ -306,7 +306,7 @@ def test_each_strategy_keeps_its_colour_in_every_plot(tmp_path: Path, monkeypatc
 
     from reports.style import STRATEGY_COLORS
 
-    figures = []
+    figures: list[Any] = []
     monkeypatch.setattr(plt, "close", figures.append)
     render(_run_dir(tmp_path / "run", _walls({s: [1.0, 2.0] for s in STAGES})))
     sweep = tmp_path / "sweep"
