@@ -53,9 +53,15 @@ def _fmt_value(name: str) -> Callable[[float], str]:
     return lambda x: f"{x:.4g}"
 
 
+def _ips_patterns(df: pd.DataFrame) -> dict[str, str]:
+    """Each stage's IPS pattern, from the rows of points that ran (a failed point's rows have none)."""
+    ips = df[(df.strategy == "ips") & df.pattern.notna()]
+    return dict(zip(ips.stage, ips.pattern, strict=True))
+
+
 def _stage_labels(df: pd.DataFrame) -> dict[str, str]:
     """Pipeline stages in the rows' order, each labelled with its IPS pattern, then the total."""
-    patterns = dict(zip(df[df.strategy == "ips"].stage, df[df.strategy == "ips"].pattern, strict=True))
+    patterns = _ips_patterns(df)
     labels = {s: f"{s} ({patterns[s]})" if s in patterns else s for s in pipeline_stages(df.stage)}
     return {**labels, TOTAL_STAGE: "total"}
 
@@ -273,7 +279,7 @@ def _crossover_lines(df: pd.DataFrame, varied: dict[str, list[Any]]) -> list[str
 
 def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
     stages = pipeline_stages(df.stage)
-    patterns = dict(zip(df[df.strategy == "ips"].stage, df[df.strategy == "ips"].pattern, strict=True))
+    patterns = _ips_patterns(df)
     lines = [
         "## Points",
         "",
