@@ -31,6 +31,7 @@ from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DateType, TimestamptzType
 
 from pipelines.iceberg_io import EPOCH, live_files
+from pipelines.recorder import NullRecorder, Recorder
 
 ICDC_NAMESPACE = "ips_icdc"
 # Set by maintenance.compact on the snapshots it writes.
@@ -258,9 +259,19 @@ def find_changes(workflow: str, input_table: Table, watermark: int | None, range
     return cap
 
 
-def ip_capture(catalog: Catalog, workflow: str, input_table: Table, watermark: int | None, range_field: str) -> Capture:
-    """IpCapture: find the changes, derive the change ranges, build the ICDC table."""
-    cap = find_changes(workflow, input_table, watermark, range_field)
+def ip_capture(
+    catalog: Catalog,
+    workflow: str,
+    input_table: Table,
+    watermark: int | None,
+    range_field: str,
+    recorder: Recorder | None = None,
+) -> Capture:
+    """IpCapture: find the changes and their change ranges (phase ``capture``), build the ICDC table (``icdc``)."""
+    rec = recorder or NullRecorder()
+    with rec.phase("capture"):
+        cap = find_changes(workflow, input_table, watermark, range_field)
     if not cap.empty:
-        cap.icdc_table = build_icdc(catalog, input_table, workflow, cap.files)
+        with rec.phase("icdc"):
+            cap.icdc_table = build_icdc(catalog, input_table, workflow, cap.files)
     return cap

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipelines.context import StageContext
 from pipelines.iceberg_io import partition_dates
-from pipelines.ips.capture import Capture, build_icdc, find_changes
+from pipelines.ips.capture import Capture, ip_capture
 from pipelines.ips.patterns import NAMESPACE, PATTERNS
 from pipelines.ips.state import StateLog, ip_commit, watermark
 from pipelines.pipeline import PIPELINE, Pattern, Stage
@@ -54,10 +54,7 @@ def run_stage(ctx: StageContext, stage: str) -> Capture:
         source = ctx.catalog.load_table(wf.input_table)
         mark = watermark(source, wf.name)
         log.reconcile(wf.name, mark)
-        cap = find_changes(wf.name, source, mark, wf.range_field)
-    if not cap.empty:
-        with ctx.recorder.phase("icdc"):
-            cap.icdc_table = build_icdc(ctx.catalog, source, wf.name, cap.files)
+    cap = ip_capture(ctx.catalog, wf.name, source, mark, wf.range_field, ctx.recorder)
     with ctx.recorder.phase("capture"):
         run_id = log.record_capture(cap) if cap.to_snapshot_id != mark else None
     ctx.recorder.note(
