@@ -1,55 +1,217 @@
-"""Arrival batches into ``source.playback``: one Iceberg APPEND commit each.
+"""Arrival batches into ``source.playback``: one Iceberg APPEND commit each, never twice.
 
-Also reads a user's own events file, validating it before anything is written.
+Arrival is idempotent, as Flink's Iceberg sink makes its commits: each batch's
+id goes into the summary of the snapshot that appends it
+(``ipsbench.batch-id``), and the same commit sets the table property
+``ipsbench.batch.<id>``. A batch whose id is already recorded is not appended
+again. The summary shows which snapshot carried a batch; the property is what
+makes the check survive snapshot expiry, which removes summaries but never
+properties. Iceberg commits are atomic (the catalog's swap of the metadata
+pointer is the commit point), so a kill at any moment of an ingest leaves the
+batch committed once or not at all: data files written before the kill are
+unreferenced and hold no rows of the table. Not guarded here: two ingests of
+one batch at the same moment, since pyiceberg retries a commit that lost a
+race on the refreshed table without asking again (a lock around ingest does).
+
+Also reads a user's own events file, checking DESIGN.md's input contract
+before anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import logging
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
 from datagen.model import SOURCE_ARROW_SCHEMA
 from pipelines.catalog import SOURCE_TABLE
-from pipelines.iceberg_io import append_files
+from pipelines.iceberg_io import append_files, conform
+
+log = logging.getLogger(__name__)
+
+BATCH_ID_PROPERTY = "ipsbench.batch-id"
+BATCH_LEDGER_PREFIX = "ipsbench.batch."
+# An events file spanning more arrival dates than this is more likely a bad
+# ingest_ts (e.g. 0, the epoch) than a real history: refused unless allowed.
+DEFAULT_MAX_DAYS = 400
+# Zone names whose offset is zero at every instant: their dates are UTC dates.
+UTC_ZONES = frozenset({"UTC", "Etc/UTC", "+00:00", "Z", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Zulu", "Etc/Zulu"})
 
 
 class BadEventsFile(ValueError):
     """The events file cannot be ingested; the message says why in one line."""
 
 
-def ingest_batch(catalog: Catalog, batch: pa.Table) -> int | None:
-    """Append one arrival batch; returns the new snapshot id (None for an empty batch)."""
+@dataclass(frozen=True)
+class Ingested:
+    """What ``ingest_arrival`` did with one batch.
+
+    Attributes:
+        batch_id: the batch's id, as recorded in the table (None: an empty batch given no id).
+        snapshot_id: the snapshot that appended the batch (now or earlier); None
+            for an empty batch or when that snapshot has since been expired.
+        appended: False when the batch was already committed (or empty) and nothing was written.
+        rows: rows appended by this call.
+    """
+
+    batch_id: str | None
+    snapshot_id: int | None
+    appended: bool
+    rows: int
+
+
+def batch_id_of(batch: pa.Table) -> str:
+    """A stable id of a batch: its arrival date(s) and a digest of its rows.
+
+    Logically equal tables get the same id whatever their chunking, slicing or
+    bytes under null slots, so the same generated day, or the same day of the
+    same user file, is recognised when it is ingested again. Rows are digested
+    in their order: the same rows reordered make another batch.
+    """
     if batch.num_rows == 0:
-        return None
+        raise ValueError("an empty batch has no id")
+    canonical = pa.schema([pa.field(f.name, f.type) for f in SOURCE_ARROW_SCHEMA])
+    data = batch.select(canonical.names).cast(canonical)
+    span = pc.min_max(data.column("ingest_ts")).as_py()
+    first, last = span["min"].date(), span["max"].date()
+    arrival = str(first) if first == last else f"{first}..{last}"
+    return f"{arrival}/{_digest(data)}"
+
+
+def _digest(data: pa.Table) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr([(f.name, str(f.type)) for f in data.schema]).encode())
+    h.update(data.num_rows.to_bytes(8, "little"))
+    for column in data.columns:
+        arr = column.combine_chunks()
+        nulls = arr.is_null().to_numpy(zero_copy_only=False)
+        h.update(np.packbits(nulls).tobytes())
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            filled = pc.fill_null(arr, "") if arr.null_count else arr
+            width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+            offsets = np.frombuffer(filled.buffers()[1], dtype=width)[filled.offset : filled.offset + len(filled) + 1]
+            h.update(np.diff(offsets).tobytes())
+            h.update(memoryview(filled.buffers()[2] or b"")[int(offsets[0]) : int(offsets[-1])])
+        else:
+            # Fixed width (integers, timestamps): the values of the slice, zero under nulls.
+            width = arr.type.bit_width // 8
+            values = np.frombuffer(arr.buffers()[1], dtype=f"u{width}")[arr.offset : arr.offset + len(arr)]
+            h.update(np.where(nulls, 0, values).tobytes() if arr.null_count else values.tobytes())
+    return h.hexdigest()
+
+
+def _ledger_key(batch_id: str) -> str:
+    return BATCH_LEDGER_PREFIX + batch_id
+
+
+def _snapshot_of(table: Table, batch_id: str) -> int | None:
+    """The retained snapshot whose summary records ``batch_id``, if any."""
+    for snapshot in table.metadata.snapshots:
+        if snapshot.summary is not None and snapshot.summary.get(BATCH_ID_PROPERTY) == batch_id:
+            return snapshot.snapshot_id
+    return None
+
+
+def is_committed(table: Table, batch_id: str) -> bool:
+    """Whether ``batch_id`` is committed to ``table``, even if its snapshot was expired."""
+    return _ledger_key(batch_id) in table.metadata.properties or _snapshot_of(table, batch_id) is not None
+
+
+def ingest_arrival(catalog: Catalog, batch: pa.Table, batch_id: str | None = None) -> Ingested:
+    """Append one arrival batch unless it is already committed.
+
+    Args:
+        catalog: the warehouse's catalog.
+        batch: the batch's rows (source schema).
+        batch_id: the batch's id; default ``batch_id_of(batch)``, which every
+            caller gets alike, so a batch ingested by the runner is recognised
+            when the CLI ingests it again.
+
+    Returns:
+        What was done: appended, or nothing because the batch was empty or already committed.
+    """
+    if batch_id == "":
+        raise ValueError("batch_id must not be empty")
+    if batch.num_rows == 0:
+        return Ingested(batch_id, None, appended=False, rows=0)
     table = catalog.load_table(SOURCE_TABLE)
-    append_files(table, batch)
-    return table.metadata.current_snapshot_id
+    data = conform(table, batch)
+    batch_id = batch_id or batch_id_of(data)
+    if is_committed(table, batch_id):
+        existing = _snapshot_of(table, batch_id)
+        log.info(
+            "batch %s is already committed (snapshot %s); nothing appended",
+            batch_id,
+            "since expired" if existing is None else existing,
+        )
+        return Ingested(batch_id, existing, appended=False, rows=0)
+    append_files(
+        table,
+        data,
+        snapshot_properties={BATCH_ID_PROPERTY: batch_id},
+        table_properties={_ledger_key(batch_id): str(data.num_rows)},
+    )
+    return Ingested(batch_id, _snapshot_of(table, batch_id), appended=True, rows=data.num_rows)
+
+
+def ingest_batch(catalog: Catalog, batch: pa.Table, batch_id: str | None = None) -> int | None:
+    """Append one arrival batch once; returns its snapshot id (None for an empty batch).
+
+    A batch already committed is not appended again: the id of the snapshot
+    that appended it is returned (None if that snapshot has been expired).
+    See ``ingest_arrival`` for ``batch_id``.
+    """
+    return ingest_arrival(catalog, batch, batch_id).snapshot_id
 
 
 def _check_type(name: str, actual: pa.DataType, expected: pa.DataType) -> None:
+    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(actual) and actual.tz not in (None, *UTC_ZONES):
+        # Refused rather than converted: the instants would convert exactly, but
+        # an event's date is taken in UTC, and a file written in local time most
+        # likely means its local dates; the user decides.
+        raise BadEventsFile(
+            f"column {name!r} has time zone {actual.tz!r}; the input contract takes UTC or naive (read as UTC) "
+            "timestamps: convert them to UTC first"
+        )
     ok = (
         (pa.types.is_string(expected) and (pa.types.is_string(actual) or pa.types.is_large_string(actual)))
         or (pa.types.is_integer(expected) and pa.types.is_integer(actual))
-        or (
-            pa.types.is_timestamp(expected)
-            and pa.types.is_timestamp(actual)
-            and actual.tz in (None, "UTC", "+00:00", "Etc/UTC")
-        )
+        or (pa.types.is_timestamp(expected) and pa.types.is_timestamp(actual))
     )
     if not ok:
         raise BadEventsFile(f"column {name!r} has type {actual}, expected {expected}")
 
 
-def read_events_file(path: Path) -> pa.Table:
-    """Read and validate a user's events file into the source schema.
+def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> pa.Table:
+    """Read a user's events file into the source schema, checking the input contract.
 
-    Timestamps must be UTC (or naive, taken as UTC). Raises ``BadEventsFile``.
+    The contract (DESIGN.md): required columns hold no nulls; timestamps are
+    UTC or naive (read as UTC); copies of one ``event_id`` share the date of
+    ``event_ts`` in UTC. Events dated after their arrival are valid and kept.
+
+    Args:
+        path: a Parquet file with the source columns.
+        max_days: the most arrival dates (first to last, inclusive) the file may span.
+
+    Returns:
+        The file's rows in file order, timestamps as UTC.
+
+    Raises:
+        BadEventsFile: the file breaks the contract; the message names the first breach in one line.
     """
+    if max_days < 1:
+        raise ValueError(f"max_days must be at least 1, got {max_days}")
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
@@ -74,20 +236,112 @@ def read_events_file(path: Path) -> pa.Table:
     out = pa.Table.from_arrays(columns, schema=SOURCE_ARROW_SCHEMA)
     if out.num_rows == 0:
         raise BadEventsFile(f"events file {path} holds no events")
+    _check_arrival_span(path, out, max_days)
+    _check_one_date_per_event(path, out)
     return out
 
 
+def _check_arrival_span(path: Path, events: pa.Table, max_days: int) -> None:
+    days = arrival_dates(events)
+    first: date = pc.min(days).as_py()
+    last: date = pc.max(days).as_py()
+    span = (last - first).days + 1
+    if span > max_days:
+        raise BadEventsFile(
+            f"events file {path} spans {span:,} arrival dates ({first} to {last}), over the limit of {max_days:,}; "
+            "check ingest_ts or raise the limit with --max-days"
+        )
+
+
+def _check_one_date_per_event(path: Path, events: pa.Table) -> None:
+    """Copies of one event_id dated on two dates would enter two partitions (DESIGN.md's input contract)."""
+    dates = pa.table({"event_id": events.column("event_id"), "d": pc.cast(events.column("event_ts"), pa.date32())})
+    spans = dates.group_by("event_id").aggregate([("d", "min"), ("d", "max")])
+    split = spans.filter(pc.not_equal(spans.column("d_min"), spans.column("d_max")))
+    if split.num_rows:
+        # The smallest such event_id, so the message is the same on every read.
+        first = split.take(pc.sort_indices(split, [("event_id", "ascending")])[:1]).to_pylist()[0]
+        raise BadEventsFile(
+            f"events file {path}: event_id {first['event_id']!r} has copies dated {first['d_min']} and "
+            f"{first['d_max']} ({split.num_rows:,} such event_id(s)); copies of an event must share the UTC date "
+            "of event_ts"
+        )
+
+
 def arrival_dates(events: pa.Table) -> pa.Array:
+    """The UTC date of each row's ``ingest_ts``."""
     return pc.cast(events.column("ingest_ts"), pa.date32())
 
 
 def split_by_arrival(events: pa.Table) -> tuple[date, list[pa.Table]]:
-    """One batch per ingest date from the earliest to the latest (empty dates included)."""
-    days = arrival_dates(events)
-    first: date = pc.min(days).as_py()
-    last: date = pc.max(days).as_py()
-    batches = []
-    for i in range((last - first).days + 1):
-        d = first + timedelta(days=i)
-        batches.append(events.filter(pc.equal(days, pa.scalar(d, pa.date32()))))
-    return first, batches
+    """One batch per ingest date from the earliest to the latest (empty dates included).
+
+    Rows keep their file order within a batch. One stable sort, then slices:
+    the cost does not grow with the number of dates.
+    """
+    days = pc.cast(arrival_dates(events), pa.int32()).to_numpy(zero_copy_only=False)
+    order = np.argsort(days, kind="stable")
+    ordered = events.take(pa.array(order))
+    first_day, last_day = int(days[order[0]]), int(days[order[-1]])
+    bounds = np.searchsorted(days[order], np.arange(first_day, last_day + 2))
+    batches = [ordered.slice(a, b - a) for a, b in itertools.pairwise(bounds.tolist())]
+    return date(1970, 1, 1) + timedelta(days=first_day), batches
+
+
+@dataclass(frozen=True)
+class EventsFile:
+    """A user's events file, checked once and split into arrival batches once.
+
+    Attributes:
+        table: every row, in file order (as ``read_events_file`` returns it).
+        first_arrival: the date of the first batch (processing day 0).
+        batches: one batch per arrival date from the first to the last, empty dates included.
+        path: where it was read from, if from a file.
+    """
+
+    table: pa.Table
+    first_arrival: date
+    batches: tuple[pa.Table, ...]
+    path: Path | None = None
+
+    @staticmethod
+    def read(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> EventsFile:
+        """Read and check ``path`` (see ``read_events_file``), then split it by arrival."""
+        return EventsFile.of(read_events_file(path, max_days), path)
+
+    @staticmethod
+    def of(events: pa.Table, path: Path | None = None) -> EventsFile:
+        first, batches = split_by_arrival(events)
+        return EventsFile(events, first, tuple(batches), path)
+
+    @property
+    def days(self) -> int:
+        return len(self.batches)
+
+    @property
+    def last_arrival(self) -> date:
+        return self.first_arrival + timedelta(days=self.days - 1)
+
+    def describe(self) -> dict[str, Any]:
+        """What the file holds, measured (for a report to describe the input, not generator settings).
+
+        Lateness is arrival date minus event date, in days: late means 1 or
+        more, ahead (a device clock ahead of arrival) means below 0.
+        """
+        event_dates = pc.cast(self.table.column("event_ts"), pa.date32())
+        lateness = pc.subtract(
+            pc.cast(arrival_dates(self.table), pa.int32()), pc.cast(event_dates, pa.int32())
+        ).to_numpy(zero_copy_only=False)
+        rows = self.table.num_rows
+        return {
+            "file": str(self.path) if self.path is not None else None,
+            "rows": rows,
+            "event_ids": pc.count_distinct(self.table.column("event_id")).as_py(),
+            "first_arrival": self.first_arrival.isoformat(),
+            "last_arrival": self.last_arrival.isoformat(),
+            "arrival_days": self.days,
+            "first_event_date": pc.min(event_dates).as_py().isoformat(),
+            "last_event_date": pc.max(event_dates).as_py().isoformat(),
+            "late_share": float((lateness >= 1).sum() / rows),
+            "ahead_share": float((lateness < 0).sum() / rows),
+        }

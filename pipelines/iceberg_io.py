@@ -247,13 +247,30 @@ def overwrite_partitions_from(
     return stats
 
 
-def append_files(table: Table, data: pa.Table) -> None:
-    """One APPEND snapshot adding ``data`` (cast to the table's schema), written by ``data_files``."""
+def append_files(
+    table: Table,
+    data: pa.Table,
+    snapshot_properties: dict[str, str] | None = None,
+    table_properties: dict[str, str] | None = None,
+) -> None:
+    """One APPEND snapshot adding ``data`` (cast to the table's schema), written by ``data_files``.
+
+    Args:
+        table: the table to append to.
+        data: the rows to append.
+        snapshot_properties: extra entries of the new snapshot's summary.
+        table_properties: table properties set by the same commit. Unlike a
+            summary entry, a property outlives the expiry of the snapshot, and
+            being one commit with the append it is set exactly when the rows land.
+    """
     commit_uuid = uuid.uuid4()
     new = data_files(table.metadata, conform(table, data), table.io, commit_uuid)
-    with table.transaction() as tx, tx.update_snapshot().fast_append() as add:
-        for f in new:
-            add.append_data_file(f)
+    with table.transaction() as tx:
+        if table_properties:
+            tx.set_properties(table_properties)
+        with tx.update_snapshot(snapshot_properties=dict(snapshot_properties or {})).fast_append() as add:
+            for f in new:
+                add.append_data_file(f)
 
 
 def append(table: Table, data: pa.Table, recorder: Recorder) -> WriteStats:
