@@ -33,6 +33,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
     return out, proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_tiny_run_follows_the_contract(tiny_run: tuple[Path, int, str]) -> None:
     out, code, output = tiny_run
     assert code == 0, output
@@ -57,6 +58,7 @@ def test_tiny_run_follows_the_contract(tiny_run: tuple[Path, int, str]) -> None:
     assert "report:" in output and (out / "cost_per_day.png").is_file()
 
 
+@pytest.mark.slow
 def test_results_rows_carry_measured_figures(tiny_run: tuple[Path, int, str]) -> None:
     import pandas as pd
 
@@ -74,6 +76,7 @@ def test_results_rows_carry_measured_figures(tiny_run: tuple[Path, int, str]) ->
     assert ips_merge.rows_written.sum() > 0
 
 
+@pytest.mark.slow
 def test_report_rerenders_from_result_files(tiny_run: tuple[Path, int, str]) -> None:
     out = tiny_run[0]
     (out / "report.md").unlink()
@@ -81,6 +84,7 @@ def test_report_rerenders_from_result_files(tiny_run: tuple[Path, int, str]) -> 
     assert "Beside Netflix" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_state_lists_watermarks_and_captures(
     tiny_run: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -140,6 +144,7 @@ def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert f.read_text() == "x"
 
 
+@pytest.mark.slow
 def test_out_that_holds_a_run(tiny_run: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]) -> None:
     before = sorted(p.name for p in tiny_run[0].iterdir())
     assert "not empty" in bad(["run", "--out", str(tiny_run[0]), "--preset", "tiny"], capsys)
@@ -184,6 +189,7 @@ def test_truncated_events_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "not readable Parquet" in bad(["run", "--out", str(tmp_path / "out"), "--events", str(path)], capsys)
 
 
+@pytest.mark.slow
 def test_users_events_file_runs_one_day_per_ingest_date(tmp_path: Path) -> None:
     path = write_events(tmp_path / "events.parquet", sample_events())
     out = tmp_path / "out"
@@ -199,6 +205,7 @@ def test_users_events_file_runs_one_day_per_ingest_date(tmp_path: Path) -> None:
     assert summary["correctness"]["lookback"]["unexplained_mismatched_rows"] == 0
 
 
+@pytest.mark.slow
 def test_privacy_deletes_upstream(tmp_path: Path) -> None:
     """A non-append upstream change: IPS recomputes what it touched; the lookback's misses are explained."""
     out = tmp_path / "out"
@@ -215,6 +222,7 @@ def test_privacy_deletes_upstream(tmp_path: Path) -> None:
     assert df[(df.strategy == "ips") & (df.stage == "playback_daily")].rewritten_partitions.sum() > 0
 
 
+@pytest.mark.slow
 def test_name_value_folders_in_paths_are_not_hive_columns(tmp_path: Path) -> None:
     """Found by a sweep: DuckDB must not read "late_fraction=0.1/" folders as extra columns."""
     out = tmp_path / "late_fraction=0.1,seed=3" / "run"

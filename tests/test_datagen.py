@@ -48,6 +48,7 @@ def test_measured_fractions_match_configuration() -> None:
     assert pc.sum(bad).as_py() / m.events_per_day == pytest.approx(0.004, abs=0.0015)
 
 
+@pytest.mark.slow
 def test_duplicates_repeat_an_earlier_payload_exactly() -> None:
     m = model(duplicate_fraction=0.02)
     day = 9

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from bench.equality import compare
 from bench.metrics import StageRecorder
@@ -27,6 +28,7 @@ def _verdict(warehouse: Path):
         engine.close()
 
 
+@pytest.mark.slow
 def test_one_changed_value_and_one_duplicated_row_are_found(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse"
     run = simulate(from_preset("tiny", days=6, warmup_days=1), warehouse, progress=False)
@@ -50,6 +52,7 @@ def test_one_changed_value_and_one_duplicated_row_are_found(tmp_path: Path) -> N
     assert verdict.per_stage["title_daily_rank"]["mismatched_rows"] == 0
 
 
+@pytest.mark.slow
 def test_a_missing_partition_is_found(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse"
     simulate(from_preset("tiny", days=6, warmup_days=1), warehouse, progress=False)

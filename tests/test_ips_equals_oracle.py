@@ -70,6 +70,7 @@ def assert_equal_to_oracle(catalog: Any) -> None:
 
 
 @given(event_streams())
+@pytest.mark.slow
 def test_ips_equals_oracle_after_every_day(tmp_path_factory: pytest.TempPathFactory, days: list[list[Event]]) -> None:
     catalog = fresh(tmp_path_factory.mktemp("wh"))
     for events in days:

@@ -160,6 +160,7 @@ def test_upstream_manifest_evaluator_shares_state_between_calls(monkeypatch: pyt
     assert interleaved == [outside]
 
 
+@pytest.mark.slow
 def test_manifest_evaluator_judges_each_manifest_by_its_own_summaries(tiny_switch_interval) -> None:
     """One evaluator shared by threads (as ``_deleted_entries`` shares it) gives the sequential answers."""
     pyiceberg_compat.install()
@@ -345,6 +346,7 @@ def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(cata
     assert capped["country"] == uncapped["country"]
 
 
+@pytest.mark.slow
 def test_outputs_written_in_chunks_of_whole_partitions_stay_exact(tmp_path, monkeypatch) -> None:
     """With tiny chunks every stage's output reaches pyiceberg in many pieces; both strategies stay exact."""
     monkeypatch.setattr(DuckDBEngine, "CHUNK_ROWS", 300)

@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -55,6 +56,8 @@ FAST_TMP = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 # The ci profile asks few examples of each test; this one carries the suite's
 # share of model-based examples (at least 200 in CI), more in the dev profile.
 _PROFILE = settings()
+# Hundreds of examples: the long property run, in `make test` only.
+pytestmark = pytest.mark.slow
 EXAMPLES = max(200, 4 * _PROFILE.max_examples)
 STEPS = 16 if settings.get_current_profile_name() == "dev" else 8
 

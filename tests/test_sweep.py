@@ -30,6 +30,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str
     return out, code, err.getvalue()
 
 
+@pytest.mark.slow
 def test_tiny_sweep_follows_the_contract(tiny_sweep: tuple[Path, int, str]) -> None:
     out, code, stderr = tiny_sweep
     assert code == 0, stderr
@@ -59,10 +60,12 @@ def test_tiny_sweep_follows_the_contract(tiny_sweep: tuple[Path, int, str]) -> N
         assert f"![{plot}]({plot})" in report and (out / plot).is_file()
 
 
+@pytest.mark.slow
 def test_each_points_warehouse_stays_inside_its_directory(tiny_sweep: tuple[Path, int, str]) -> None:
     assert sorted(p.name for p in (tiny_sweep[0] / "points").iterdir()) == list(POINTS)
 
 
+@pytest.mark.slow
 def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     with contextlib.redirect_stderr(io.StringIO()):
@@ -76,6 +79,7 @@ def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_
     assert len(pd.read_parquet(out / "sweep_results.parquet")) == 2 * 2 * 4
 
 
+@pytest.mark.slow
 def test_drop_warehouses_keeps_a_failing_points_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bench.execute
 
@@ -99,6 +103,7 @@ def test_report_of_a_directory_without_results_exits_2(tmp_path: Path, capsys: p
     assert "holds no result files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_rerenders_a_sweep_from_result_files_only(tiny_sweep: tuple[Path, int, str]) -> None:
     out = tiny_sweep[0]
     points_before = {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*")}
@@ -110,6 +115,7 @@ def test_report_rerenders_a_sweep_from_result_files_only(tiny_sweep: tuple[Path,
     assert validate(out) == []
 
 
+@pytest.mark.slow
 def test_validator_flags_a_broken_sweep_table(tiny_sweep: tuple[Path, int, str], tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_sweep[0], broken, ignore=shutil.ignore_patterns("warehouse"))
@@ -189,6 +195,7 @@ def test_plan_points_is_the_cartesian_product_in_vary_order() -> None:
     assert {p.scenario.days for p in points} == {6} and {p.scenario.preset for p in points} == {"tiny"}
 
 
+@pytest.mark.slow
 def test_sweep_over_a_users_events_file_varies_the_window(tmp_path: Path) -> None:
     from tests.test_cli import sample_events, write_events
 

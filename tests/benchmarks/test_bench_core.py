@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
 from datagen.model import arrival_batch
@@ -22,6 +24,7 @@ def test_generate_one_million_events(benchmark: Any) -> None:
         benchmark.extra_info["events_per_s"] = table.num_rows / benchmark.stats.stats.median
 
 
+@pytest.mark.slow
 def test_capture_after_long_history(benchmark: Any, tmp_path: Path) -> None:
     """IpCapture of one new batch after 40 committed ones: metadata only, whatever the history."""
     catalog = open_catalog(tmp_path / "wh", create=True)

@@ -34,6 +34,10 @@ DAY = SCENARIO.days  # the measured day: one past the prepared run
 DATE = SCENARIO.start_date + timedelta(days=DAY)
 
 
+# A prepared warehouse per module and a run per stage: `make test` only.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wh = tmp_path_factory.mktemp("bench") / "warehouse"
