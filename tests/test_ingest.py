@@ -56,9 +56,9 @@ def test_the_batch_id_is_in_its_snapshot_summary_and_a_table_property(catalog: S
     table = catalog.load_table(SOURCE_TABLE)
     snapshot = table.current_snapshot()
     assert snapshot is not None and snapshot.snapshot_id == done.snapshot_id
+    assert done.batch_id is not None and done.batch_id.startswith("2026-01-01/")
     assert snapshot.summary is not None and snapshot.summary[BATCH_ID_PROPERTY] == done.batch_id
     assert table.metadata.properties[BATCH_LEDGER_PREFIX + done.batch_id] == str(day0.num_rows)
-    assert done.batch_id is not None and done.batch_id.startswith("2026-01-01/")
 
 
 def test_a_retried_batch_whose_snapshot_was_expired_adds_nothing(catalog: SqlCatalog) -> None:
