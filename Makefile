@@ -1,17 +1,18 @@
-# Two commands on a fresh machine: `make bench` and `make test`.
+# Two commands on a fresh machine: `make bench` and `make test`; `make check` while editing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.spark-installed
 SQLITE_JDBC := /usr/share/java/sqlite-jdbc.jar
+POSTGRES_JDBC := /usr/share/java/postgresql.jar
 
-.PHONY: bench test lint types unit spark-deps benchmark clean
+.PHONY: bench test check lint types unit fast spark-deps benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
 ## Run the main job (preset small, DuckDB + local catalog) into runs/small.
@@ -20,8 +21,12 @@ bench: $(STAMP)
 	$(BIN)/ipsbench run --preset small --out runs/small
 	@echo "report: runs/small/report.md"
 
-## Lint, types and the whole test suite (the Spark tests included: they need spark-deps).
+## Lint, types and the whole test suite: Spark (needs spark-deps), the kill loop, the
+## PostgreSQL catalog (needs the postgresql package: .ci/run installs it as root). CI runs this.
 test: lint types unit
+
+## The edit loop: lint, types and every test not marked slow (no JVM, no kill loop, no long run).
+check: lint types fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,21 +36,25 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) $(SPARK_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
+
+fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow" --durations=5
 
 ## Spark engine: pyspark 3.5.9 + the Iceberg 1.10.2 runtime jar (`.[spark]`) into .venv,
-## and the sqlite JDBC driver (Debian package; installed when missing and run as root).
-## Java 17 must be on the machine. The DuckDB default needs none of this.
+## and the JDBC drivers of both catalog databases, sqlite and PostgreSQL (Debian packages;
+## installed when missing and run as root). Java 17 must be on the machine. The DuckDB
+## default needs none of this.
 spark-deps: $(SPARK_STAMP)
 
 $(SPARK_STAMP): $(STAMP)
 	@command -v java >/dev/null || { echo "spark-deps: no java: install a Java 17 runtime (apt-get install openjdk-17-jre-headless)"; exit 1; }
-	@if [ -f $(SQLITE_JDBC) ]; then \
-		echo "spark-deps: sqlite JDBC driver present ($(SQLITE_JDBC))"; \
+	@if [ -f $(SQLITE_JDBC) ] && [ -f $(POSTGRES_JDBC) ]; then \
+		echo "spark-deps: JDBC drivers present ($(SQLITE_JDBC), $(POSTGRES_JDBC))"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxerial-sqlite-jdbc-java; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxerial-sqlite-jdbc-java libpostgresql-jdbc-java; \
 	else \
-		echo "spark-deps: missing $(SQLITE_JDBC): as root run: apt-get install libxerial-sqlite-jdbc-java"; \
+		echo "spark-deps: missing $(SQLITE_JDBC) or $(POSTGRES_JDBC): as root run: apt-get install libxerial-sqlite-jdbc-java libpostgresql-jdbc-java"; \
 		exit 1; \
 	fi
 	$(BIN)/pip install --quiet -e '.[spark]'

@@ -1,7 +1,8 @@
 """A Spark session whose Iceberg catalog ``ipsbench`` is the warehouse's own.
 
 Spark's Iceberg ``JdbcCatalog`` opens the same catalog database as pyiceberg's
-``SqlCatalog`` (``<warehouse>/catalog.db``) under the same name, so each sees
+``SqlCatalog`` (``<warehouse>/catalog.db``, or the PostgreSQL database named by
+``IPSBENCH_CATALOG_URI``: see :func:`pipelines.catalog.open_catalog`) under the same name, so each sees
 the other's commits: tables made by datagen and state written by IPS are read
 by Spark by name (``ipsbench.source.playback``, ``ipsbench.ips_icdc.<stage>``),
 and Spark's ``MERGE INTO`` / ``INSERT OVERWRITE`` commits are read back by
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.catalog import CATALOG_NAME, CatalogMissing, catalog_path
+from pipelines.catalog import CATALOG_NAME, open_catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -87,6 +88,30 @@ def jdbc_driver_jar(jdbc_uri: str) -> Path:
     return jar
 
 
+def jdbc_catalog(catalog_uri: str) -> tuple[str, dict[str, str]]:
+    """The JDBC URI and connection properties of the database at SQLAlchemy URL ``catalog_uri``.
+
+    Returns:
+        ``(jdbc_uri, properties)``, e.g. ``("jdbc:postgresql://db:5432/ipsbench", {"user": "ipsbench"})``
+        for ``postgresql+psycopg2://ipsbench@db/ipsbench``. Query parameters (``sslmode=require``)
+        are passed on as properties: PostgreSQL's JDBC driver reads the same names as libpq.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(catalog_uri)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return f"jdbc:sqlite:{url.database}", {}
+    if backend != "postgresql":
+        raise SparkUnavailable(f"unsupported catalog database {backend!r} for Spark: expected sqlite or postgresql")
+    properties = {key: value for key, value in url.query.items() if isinstance(value, str)}
+    if url.username is not None:
+        properties["user"] = url.username
+    if url.password is not None:
+        properties["password"] = str(url.password)
+    return f"jdbc:postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database}", properties
+
+
 def log4j2_config() -> Path:
     """A quiet log4j2 configuration file for the driver (written to the temp directory)."""
     path = Path(tempfile.gettempdir()) / "ipsbench-spark-log4j2.properties"
@@ -105,13 +130,27 @@ def spark_conf(
     shuffle_partitions: int = DEFAULT_SHUFFLE_PARTITIONS,
     driver_memory: str = "1g",
 ) -> dict[str, str]:
-    """The Spark configuration :func:`spark_session` starts with (checks the jars exist)."""
+    """The Spark configuration :func:`spark_session` starts with (checks the jars exist).
+
+    Without ``jdbc_uri``, Spark's catalog is the database :func:`open_catalog` opens for
+    ``warehouse`` (which raises ``CatalogMissing`` when there is none).
+    """
     warehouse = warehouse.resolve()
-    db = catalog_path(warehouse)
-    if jdbc_uri is None and not db.is_file():
-        raise CatalogMissing(f"no ipsbench catalog at {db}")
-    uri = jdbc_uri or f"jdbc:sqlite:{db}"
-    jars = [iceberg_jar(), jdbc_driver_jar(uri)]
+    properties: dict[str, str] = {}
+    if jdbc_uri is None:
+        # Ask open_catalog rather than read IPSBENCH_CATALOG_URI here: the two engines
+        # then cannot disagree on which database holds the catalog.
+        catalog = open_catalog(warehouse)
+        try:
+            jdbc_uri, properties = jdbc_catalog(catalog.engine.url.render_as_string(hide_password=False))
+        finally:
+            catalog.engine.dispose()
+    uri = jdbc_uri
+    driver = jdbc_driver_jar(uri)
+    # spark.jars is fixed when the application starts, and later sessions of it may open
+    # the other kind of catalog database: every driver present goes on the class path.
+    others = [jar for jar in (SQLITE_JDBC_JAR, POSTGRES_JDBC_JAR) if jar != driver and jar.is_file()]
+    jars = [iceberg_jar(), driver, *others]
     cat = f"spark.sql.catalog.{CATALOG_NAME}"
     conf = {
         "spark.master": master,
@@ -134,6 +173,7 @@ def spark_conf(
         f"{cat}.cache-enabled": "false",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        **{f"{cat}.jdbc.{key}": value for key, value in properties.items()},
     }
     if uri.startswith("jdbc:sqlite:"):
         # Iceberg's JdbcCatalog checks for its tables with DatabaseMetaData.getTables()
@@ -159,7 +199,8 @@ def spark_session(
     ``warehouse`` is the directory holding ``catalog.db`` and the tables.
     ``master`` is ``local[*]`` or a cluster URL such as ``spark://host:7077``;
     a cluster's executors must reach the warehouse's files at the same paths.
-    ``jdbc_uri`` replaces the sqlite catalog with another JDBC database, e.g.
+    The catalog database is the one pyiceberg opens (:func:`open_catalog`: the
+    warehouse's sqlite file, or ``IPSBENCH_CATALOG_URI``). ``jdbc_uri`` names another JDBC database, e.g.
     ``jdbc:postgresql://host:5432/ipsbench`` (driver: ``libpostgresql-jdbc-java``),
     with ``jdbc_properties`` such as ``{"user": ..., "password": ...}`` passed to
     the catalog as ``jdbc.<key>``; pyiceberg must then use the same database
@@ -173,7 +214,7 @@ def spark_session(
     with the catalog's settings applied to it: an Iceberg catalog, once loaded,
     keeps the database it first opened. Raises ``SparkUnavailable`` naming the
     package to install when pyspark or a jar is missing, ``CatalogMissing``
-    when ``warehouse`` holds no ``catalog.db`` (and no ``jdbc_uri`` is given).
+    when ``warehouse`` has no catalog (and no ``jdbc_uri`` is given).
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -42,8 +43,12 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = 20260301
 DAYS_KILLED = 10
 KILLS_PER_DAY = 4
-# Past this, days are still completed and checked but no longer killed.
-KILL_BUDGET_S = 100.0
+# Past this, days are still completed and checked but no longer killed. The kill
+# moments are drawn over a whole run (start-up, capture, write, commit) from the
+# first day on, so a short budget still spreads kills over every boundary, and the
+# tally's assertions fail if none landed after partial work. The default keeps
+# `make test` in its budget; IPSBENCH_KILL_BUDGET_S=100 or more for a longer hunt.
+KILL_BUDGET_S = float(os.environ.get("IPSBENCH_KILL_BUDGET_S", "30"))
 RUN_TIMEOUT_S = 300
 
 
@@ -146,6 +151,7 @@ def assert_rerun_changes_nothing(warehouse: Path, day: int) -> float:
     return wall_s
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_the_oracle(tmp_path: Path) -> None:
     wh = tmp_path / "warehouse"
     init = ["init", "--warehouse", str(wh), "--preset", "tiny", "--days", str(DAYS_KILLED + 1)]

@@ -14,7 +14,7 @@ from datagen.ingest import ingest_batch
 from pipelines.catalog import CatalogMissing, create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
 from pipelines.pipeline import stage
-from pipelines.spark_session import SparkUnavailable, jdbc_driver_jar, spark_conf
+from pipelines.spark_session import SparkUnavailable, jdbc_catalog, jdbc_driver_jar, spark_conf
 from tests.events import Event, at, batch
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def _rows(spark: SparkSession, sql: str) -> list[tuple[Any, ...]]:
     return sorted(tuple(r) for r in spark.sql(sql).collect())
 
 
+@pytest.mark.slow
 def test_spark_reads_the_source_table_by_name(spark: SparkSession) -> None:
     got = _rows(
         spark,
@@ -81,6 +82,7 @@ def test_spark_reads_the_source_table_by_name(spark: SparkSession) -> None:
     assert got == want
 
 
+@pytest.mark.slow
 def test_stage_sql_on_spark_equals_duckdb(spark: SparkSession, catalog: SqlCatalog) -> None:
     sql = stage("playback_daily").statement()
     spark.table("ipsbench.source.playback").createOrReplaceTempView("events")
@@ -99,6 +101,7 @@ def test_stage_sql_on_spark_equals_duckdb(spark: SparkSession, catalog: SqlCatal
     assert got[1][3] == 14_400  # capped
 
 
+@pytest.mark.slow
 def test_spark_merge_is_visible_to_pyiceberg_and_pyiceberg_can_still_commit(
     spark: SparkSession, catalog: SqlCatalog
 ) -> None:
@@ -128,6 +131,32 @@ def test_missing_catalog_and_driver_are_named(tmp_path: Path) -> None:
         jdbc_driver_jar("jdbc:mysql://db/ipsbench")
 
 
+def test_spark_opens_the_catalog_database_pyiceberg_opens(tmp_path: Path) -> None:
+    wh = tmp_path / "wh"
+    open_catalog(wh, create=True).engine.dispose()
+    try:
+        conf = spark_conf(wh)  # no JVM: only the jars must be installed
+    except SparkUnavailable as e:
+        pytest.skip(str(e))
+    assert conf["spark.sql.catalog.ipsbench.uri"] == f"jdbc:sqlite:{wh.resolve()}/catalog.db"
+
+
+def test_jdbc_catalog_translates_sqlalchemy_urls() -> None:
+    """IPSBENCH_CATALOG_URI reaches Spark through this (tests/test_postgres_catalog.py runs it for real)."""
+    assert jdbc_catalog("sqlite:////w/catalog.db") == ("jdbc:sqlite:/w/catalog.db", {})
+    assert jdbc_catalog("postgresql+psycopg2://bench:s%40cret@db.example:6543/ipsbench") == (
+        "jdbc:postgresql://db.example:6543/ipsbench",
+        {"user": "bench", "password": "s@cret"},
+    )
+    assert jdbc_catalog("postgresql://127.0.0.1/ipsbench?sslmode=require") == (
+        "jdbc:postgresql://127.0.0.1:5432/ipsbench",
+        {"sslmode": "require"},
+    )
+    with pytest.raises(SparkUnavailable, match="expected sqlite or postgresql"):
+        jdbc_catalog("mysql://db/ipsbench")
+
+
+@pytest.mark.slow
 def test_a_second_warehouse_gets_its_own_catalog(spark: SparkSession, tmp_path: Path) -> None:
     from pipelines.spark_session import spark_session
 

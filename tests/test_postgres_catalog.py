@@ -1,0 +1,155 @@
+"""The catalog in a real PostgreSQL server: ``tiny`` on DuckDB and on Spark, equal to the oracle.
+
+A cluster keeps its catalog in PostgreSQL (README, scale-out): pyiceberg's
+``SqlCatalog`` and Spark's Iceberg ``JdbcCatalog`` then share one database
+named by ``IPSBENCH_CATALOG_URI``. The server is Debian's ``postgresql``
+package, started here on 127.0.0.1 (a free port, a throw-away data directory)
+and stopped when the module ends; each test gets its own database. ``.ci/run``
+installs the package when run as root; as root a missing server fails the
+tests, as another user they skip naming the package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import sqlalchemy
+
+from bench.runner import RunResult, simulate
+from bench.scenario import from_preset
+from pipelines.catalog import SOURCE_TABLE, STAGES, open_catalog
+
+# pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")]
+
+TINY = {"days": 4, "warmup_days": 1}
+USER = "ipsbench"
+START_TIMEOUT_S = 60
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed server's binaries (Debian keeps one directory per major version)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self, name: str) -> str:
+        """Create an empty database; returns its SQLAlchemy URL."""
+        admin = sqlalchemy.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.url(name)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        reason = "no PostgreSQL server in /usr/lib/postgresql/*/bin: apt-get install postgresql"
+        if os.geteuid() == 0:
+            pytest.fail(f"{reason} (.ci/run installs it when run as root)")
+        pytest.skip(reason)
+    # initdb refuses to run as root: the server then runs as `nobody`, in a directory
+    # of its own outside pytest's temp root (which only root may enter).
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="ipsbench-pg-"))
+    if as_user:
+        shutil.chown(root, user="nobody")
+    data, log = root / "data", root / "server.log"
+    port = free_port()
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        server_log = log.read_text(errors="replace") if log.exists() else ""
+        assert proc.returncode == 0, proc.stdout + proc.stderr + server_log
+
+    try:
+        # Trust authentication on 127.0.0.1 only; fsync off: the data dies with the test.
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync")
+        options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+        try:
+            yield Server(port)
+        finally:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(root)
+
+
+def simulate_on_postgres(
+    server: Server, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RunResult, str]:
+    """Run ``tiny`` on ``engine`` with the catalog in a new database; returns the run and the database URL."""
+    url = server.new_database(f"tiny_{engine}")
+    monkeypatch.setenv("IPSBENCH_CATALOG_URI", url)
+    run = simulate(from_preset("tiny", engine=engine, **TINY), tmp_path / "warehouse", progress=False)
+    assert run.verdicts["ips"].equal_to_oracle, run.verdicts["ips"].per_stage
+    assert run.verdicts["lookback"].unexplained_mismatched_rows == 0
+    return run, url
+
+
+def assert_catalog_lives_in_postgres(url: str, warehouse: Path) -> None:
+    """Every table and the capture log are rows of the PostgreSQL database, not of a sqlite file."""
+    assert not (warehouse / "catalog.db").exists()
+    db = sqlalchemy.create_engine(url)
+    try:
+        with db.connect() as conn:
+            tables = conn.execute(
+                sqlalchemy.text("SELECT table_namespace, table_name, metadata_location FROM iceberg_tables")
+            ).all()
+            runs = conn.execute(sqlalchemy.text("SELECT workflow, status FROM ips_capture_log")).all()
+    finally:
+        db.dispose()
+    expected = {SOURCE_TABLE} | {f"{s}.{stage}" for s in ("lookback", "ips") for stage in STAGES}
+    assert expected <= {f"{ns}.{name}" for ns, name, _ in tables}
+    # pyiceberg writes file:///path, Spark file:/path: compare the paths.
+    assert all(urlparse(location).path.startswith(f"{warehouse.resolve()}/") for _, _, location in tables)
+    assert {status for _, status in runs} == {"committed"}
+    assert {workflow for workflow, _ in runs} >= set(STAGES)
+
+
+def test_tiny_on_duckdb_with_the_catalog_in_postgres(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = simulate_on_postgres(server, "duckdb", tmp_path, monkeypatch)
+    assert_catalog_lives_in_postgres(url, tmp_path / "warehouse")
+
+
+def test_tiny_on_spark_with_the_catalog_in_postgres(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = simulate_on_postgres(server, "spark", tmp_path, monkeypatch)
+    assert_catalog_lives_in_postgres(url, tmp_path / "warehouse")
+    # Spark committed through the same catalog: pyiceberg reads its MERGE from PostgreSQL.
+    catalog = open_catalog(tmp_path / "warehouse")
+    try:
+        snapshot = catalog.load_table("ips.playback_daily").current_snapshot()
+    finally:
+        catalog.engine.dispose()
+    assert snapshot is not None and snapshot.summary is not None
+    assert snapshot.summary["engine-name"] == "spark"
