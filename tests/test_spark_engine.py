@@ -21,7 +21,8 @@ import pytest
 from bench.cli import main
 from bench.runner import check, simulate
 from bench.scenario import from_preset
-from pipelines.catalog import STAGES, TARGETS, open_catalog
+from pipelines.catalog import STAGES, open_catalog
+from pipelines.pipeline import stage as stage_def
 
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
 # Every test starts or uses a JVM: `make test` only.
@@ -31,11 +32,11 @@ TINY = {"days": 4, "warmup_days": 1}
 
 
 def table_rows(warehouse: Path, name: str) -> pa.Table:
-    stage = name.split(".")[1]
+    stage = stage_def(name.split(".")[1])
     catalog = open_catalog(warehouse)
     rows = catalog.load_table(name).scan().to_arrow()
     catalog.engine.dispose()
-    return rows.sort_by([(k, "ascending") for k in TARGETS[stage].key])
+    return rows.sort_by([(k, "ascending") for k in stage.key])
 
 
 def test_spark_and_duckdb_give_identical_tables_equal_to_the_oracle(tmp_path: Path) -> None:
