@@ -188,6 +188,8 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
         stage_unexplained = mismatched
         if beyond is not None and mismatched:
             cond = " AND ".join(f"m.{c} = b.{c}" for c in s.affected_by)
+            if s.carry is not None:  # carried forward: the rows on and after the event's date
+                cond += " AND m.event_date >= b.event_date"
             stage_unexplained = engine.scalar(
                 f"SELECT COUNT(*) FROM mismatched_keys m WHERE NOT EXISTS (SELECT 1 FROM unseen_events b WHERE {cond})"
             )

@@ -47,6 +47,8 @@ class PartitionedInput:
         date_column: a SQL expression for an input row's event date.
         dates: the event dates the stage recomputes.
         files: the planned scan of all ``dates`` (what the job reads).
+        date_local: whether the stage's rows on a date depend on that date's
+            input only; if not, it is never evaluated a few dates at a time.
     """
 
     relation: str
@@ -54,6 +56,7 @@ class PartitionedInput:
     date_column: str
     dates: Sequence[date]
     files: FileSet
+    date_local: bool = True
 
     @property
     def rows(self) -> int:
@@ -305,6 +308,10 @@ class DuckDBEngine:
             if source.rows <= self.CHUNK_ROWS:
                 source.bind(self)
                 output = self.ordered(sql)
+            elif not source.date_local:
+                source.bind(self)
+                self.materialize("stage_output", sql)
+                output = self.chunks("stage_output")
             else:
                 self.materialize_by_dates("stage_output", sql, source)
                 output = self.chunks("stage_output")

@@ -84,3 +84,33 @@ FROM (
 ) AS ranked
 WHERE title_rank <= {TOP_TITLES}
 """
+
+# Stage 2d: per account and day, its view time and its running total over all
+# its dates. ``{base}`` holds, per account, the cumulative value before the
+# first date ``{daily}`` holds for it (empty when ``{daily}`` starts at the
+# account's first play): the lookback and IPS read it from their own target,
+# the oracle needs none.
+ACCOUNT_CUMULATIVE = """
+SELECT p.event_date, p.account_id, p.day_view_seconds,
+       CAST(COALESCE(b.cumulative_view_seconds, 0) + SUM(p.day_view_seconds) OVER (
+           PARTITION BY p.account_id ORDER BY p.event_date ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+       ) AS BIGINT) AS cumulative_view_seconds
+FROM (
+  SELECT event_date, account_id, CAST(SUM(view_seconds) AS BIGINT) AS day_view_seconds
+  FROM {daily}
+  GROUP BY event_date, account_id
+) AS p
+LEFT JOIN {base} AS b ON b.account_id = p.account_id
+"""
+
+# The base of stage 2d: each account's latest cumulative value among the rows
+# of ``{before}`` (its own target, cut before the dates being recomputed).
+CUMULATIVE_BASE = """
+SELECT account_id, cumulative_view_seconds
+FROM (
+  SELECT account_id, cumulative_view_seconds,
+         ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY event_date DESC) AS recency
+  FROM {before}
+) AS latest
+WHERE recency = 1
+"""

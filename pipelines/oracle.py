@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipelines.engine import DuckDBEngine, PartitionedInput
 from pipelines.iceberg_io import partition_dates, plan
@@ -47,7 +48,13 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
             sql = stage.statement(**{source_input.relation: piece.relation})
             engine.materialize_by_dates(relation(stage.name), sql, piece)
         else:
-            sql = stage.statement(**{i.relation: relation(i.name) for i in stage.inputs})
-            engine.materialize(relation(stage.name), sql)
+            relations = {i.relation: relation(i.name) for i in stage.inputs}
+            if stage.carry is not None:
+                # All dates at once: nothing carried in from before the first.
+                engine.bind_arrow(f"{relation(stage.name)}_before", schema_to_pyarrow(stage.schema).empty_table())
+                base = f"{relation(stage.name)}_base"
+                engine.bind_sql(base, stage.carry.sql.format(before=f"{relation(stage.name)}_before"))
+                relations[stage.carry.relation] = base
+            engine.materialize(relation(stage.name), stage.statement(**relations))
         out[stage.name] = relation(stage.name)
     return out

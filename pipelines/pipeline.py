@@ -21,7 +21,7 @@ from pyiceberg.types import DateType, IntegerType, LongType, NestedField, String
 from pipelines import logic
 
 Strategy = Literal["lookback", "ips"]
-Pattern = Literal["merge", "filter", "range"]
+Pattern = Literal["merge", "filter", "range", "forward"]
 STRATEGIES: tuple[Strategy, ...] = ("lookback", "ips")
 
 SOURCE_TABLE = "source.playback"
@@ -72,6 +72,22 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Carry:
+    """A value a stage carries forward from its own earlier rows (a running total).
+
+    Attributes:
+        relation: the name the stage SQL reads it by.
+        sql: how it is derived from the stage's own rows before a date
+            (``{before}`` in the SQL).
+        by: the column it is carried per.
+    """
+
+    relation: str
+    sql: str
+    by: str
+
+
+@dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline, declared once.
 
@@ -87,6 +103,8 @@ class Stage:
         partition_field: the target's identity partition column.
         probe_key: a narrow column a MERGE probes first (a 64-bit hash of a
             one-column key); a match on it is confirmed on ``key``.
+        carry: what a row on one date takes from the stage's earlier dates
+            (None: every row depends on its own date's input only).
     """
 
     name: str
@@ -98,6 +116,12 @@ class Stage:
     affected_by: tuple[str, ...]
     partition_field: str = "event_date"
     probe_key: str | None = None
+    carry: Carry | None = None
+
+    @property
+    def date_local(self) -> bool:
+        """Whether a partition depends on its own date's input only (it may then be evaluated a few dates at a time)."""
+        return self.carry is None
 
     @property
     def input(self) -> Input:
@@ -108,7 +132,8 @@ class Stage:
 
     def statement(self, **relations: str) -> str:
         """Its SQL, each input read from the relation named in ``relations`` (default: its own name)."""
-        return self.sql.format(**{i.relation: relations.get(i.relation, i.relation) for i in self.inputs})
+        names = [i.relation for i in self.inputs] + ([self.carry.relation] if self.carry else [])
+        return self.sql.format(**{name: relations.get(name, name) for name in names})
 
     def table(self, strategy: str) -> str:
         return f"{strategy}.{self.name}"
@@ -175,6 +200,22 @@ PIPELINE: tuple[Stage, ...] = (
         pattern="range",
         # A rank row's key does not carry the title: an unseen play can move any rank of its country and date.
         affected_by=("event_date", "country"),
+    ),
+    Stage(
+        name="account_cumulative",
+        sql=logic.ACCOUNT_CUMULATIVE,
+        inputs=(Input("playback_daily", "daily", "event_date"),),
+        schema=Schema(
+            NestedField(1, "event_date", DateType(), required=True),
+            NestedField(2, "account_id", LongType(), required=True),
+            NestedField(3, "day_view_seconds", LongType(), required=True),
+            NestedField(4, "cumulative_view_seconds", LongType(), required=True),
+        ),
+        key=("event_date", "account_id"),
+        pattern="forward",
+        # An unseen play changes its account's row on its date and every later one.
+        affected_by=("account_id",),
+        carry=Carry("base", logic.CUMULATIVE_BASE, "account_id"),
     ),
 )
 

@@ -10,19 +10,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
+from pyiceberg.table import Table
+
 from pipelines.context import StageContext
 from pipelines.engine import PartitionedInput
-from pipelines.iceberg_io import plan_dates
+from pipelines.iceberg_io import partition_dates, plan_dates
 from pipelines.pipeline import Stage
 
 
+def bind_carry(ctx: StageContext, stage: Stage, target: Table, before: str, dates: Sequence[date]) -> None:
+    """Bind the value ``stage`` carries forward, from its own rows on ``dates`` matching ``before``.
+
+    Args:
+        before: a SQL predicate on the target's rows (``t.``) that keeps those
+            before the dates being recomputed.
+        dates: the target partitions that may hold such rows.
+    """
+    assert stage.carry is not None
+    with ctx.recorder.phase("plan"):
+        files = plan_dates(target, dates)
+    ctx.recorder.read(files.rows, files.bytes, files.files)
+    ctx.engine.bind_input("carry_rows", target, files)
+    ctx.engine.bind_sql("carry_before", f"SELECT t.* FROM carry_rows t WHERE {before}")
+    ctx.engine.bind_sql(stage.carry.relation, stage.carry.sql.format(before="carry_before"))
+
+
 def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[date]) -> None:
-    """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its input's same dates."""
+    """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its input's same dates.
+
+    A stage that carries a value forward takes it from its own rows before the first of ``dates``.
+    """
     source_input = stage.input
     source = ctx.catalog.load_table(source_input.table(strategy))
     target = ctx.catalog.load_table(stage.table(strategy))
     with ctx.recorder.phase("plan"):
         files = plan_dates(source, dates)
     ctx.recorder.read(files.rows, files.bytes, files.files)
-    rows = PartitionedInput(source_input.relation, source, source_input.date_column, dates, files)
+    if stage.carry is not None and dates:
+        cut = min(dates)
+        earlier = [d for d in partition_dates(target) if d < cut]
+        bind_carry(ctx, stage, target, f"t.event_date < DATE '{cut.isoformat()}'", earlier)
+    rows = PartitionedInput(source_input.relation, source, source_input.date_column, dates, files, stage.date_local)
     ctx.engine.replace_partitions(target, stage.statement(), rows, ctx.recorder, ctx.fault)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,7 +68,7 @@ def event_key(event_id: str) -> int:
 
 
 def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The three stages as DESIGN.md states them, in pandas."""
+    """The stages as DESIGN.md states them, in pandas."""
     valid = events[events.title_id.notna() & (events.view_seconds.fillna(0) > 0)]
     # The earliest copy; among copies that arrived together the smallest by country, device, account, title, time.
     order = ["ingest_ts", "country", "device", "account_id", "title_id", "view_seconds"]
@@ -93,7 +94,19 @@ def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
     )
     per_title["title_rank"] = per_title.groupby(["event_date", "country"]).cumcount() + 1
     rank = per_title[per_title.title_rank <= logic.TOP_TITLES]
-    return {"playback_daily": daily, "playback_daily_agg": agg, "title_daily_rank": rank}
+    cumulative = (
+        daily.groupby(["event_date", "account_id"])
+        .agg(day_view_seconds=("view_seconds", "sum"))
+        .reset_index()
+        .sort_values(["account_id", "event_date"])
+    )
+    cumulative["cumulative_view_seconds"] = cumulative.groupby("account_id").day_view_seconds.cumsum()
+    return {
+        "playback_daily": daily,
+        "playback_daily_agg": agg,
+        "title_daily_rank": rank,
+        "account_cumulative": cumulative,
+    }
 
 
 def normalized(df: pd.DataFrame, columns: list[str]) -> list[tuple]:
@@ -108,17 +121,35 @@ def normalized(df: pd.DataFrame, columns: list[str]) -> list[tuple]:
     return sorted(out.itertuples(index=False, name=None))
 
 
+CARRY_SCHEMA = pa.schema([("account_id", pa.int64()), ("cumulative_view_seconds", pa.int64())])
+
+
 def assert_sql_matches_reference(events: pa.Table) -> None:
     engine = DuckDBEngine(threads=1)
     try:
         engine.bind_arrow("events", events)
         daily = engine.query(stage("playback_daily").statement())
         engine.bind_arrow("daily", daily)
+        cumulative = stage("account_cumulative")
+        engine.bind_arrow("base", CARRY_SCHEMA.empty_table())  # every date at once: nothing carried in
         ours = {
             "playback_daily": daily,
             "playback_daily_agg": engine.query(stage("playback_daily_agg").statement()),
             "title_daily_rank": engine.query(stage("title_daily_rank").statement()),
+            "account_cumulative": engine.query(cumulative.statement()),
         }
+        # The same rows when the later dates are computed on their own, carrying
+        # each account's total in from the earlier dates' rows (as lookback and IPS do).
+        cut = min(daily.column("event_date").to_pylist(), default=None)
+        if cut is not None:
+            assert cumulative.carry is not None
+            engine.bind_arrow("before", ours["account_cumulative"].filter(pc.less_equal(pc.field("event_date"), cut)))
+            engine.bind_sql("base", cumulative.carry.sql.format(before="before"))
+            engine.bind_arrow("daily", daily.filter(pc.greater(pc.field("event_date"), cut)))
+            later = engine.query(cumulative.statement())
+            whole = ours["account_cumulative"].filter(pc.greater(pc.field("event_date"), cut))
+            columns = whole.column_names
+            assert normalized(later.to_pandas(), columns) == normalized(whole.to_pandas(), columns)
     finally:
         engine.close()
     expected = reference(events.to_pandas())

@@ -9,6 +9,9 @@
   merged by key into the target.
 - range (stage 2b): the change ranges name the changed ``event_date``s; those
   whole partitions are recomputed and overwritten.
+- forward range (stage 2d, a running total): per changed account its earliest
+  changed date; its rows from there on are recomputed from its total before
+  it (read from the target) and merged by key.
 
 Partitions rewritten upstream (OVERWRITE/DELETE) are recomputed whole by every
 pattern. Which table a stage reads and writes, and by which key, comes from its
@@ -24,10 +27,10 @@ from pyiceberg.expressions import AlwaysTrue
 
 from pipelines.context import StageContext
 from pipelines.engine import Key, in_dates
-from pipelines.iceberg_io import FileSet, plan, plan_dates
+from pipelines.iceberg_io import FileSet, partition_dates, plan, plan_dates
 from pipelines.ips.capture import Capture
 from pipelines.pipeline import Pattern, Stage, Strategy
-from pipelines.recompute import recompute
+from pipelines.recompute import bind_carry, recompute
 
 NAMESPACE: Strategy = "ips"
 
@@ -90,6 +93,59 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         recompute(ctx, stage, NAMESPACE, sorted([*new, *cap.rewritten_dates]))
 
 
+def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
+    """Recompute each changed account's rows from its earliest changed date on; merge them by key.
+
+    Partitions rewritten upstream make every account's rows from the earliest
+    of them on be recomputed whole.
+    """
+    assert stage.carry is not None
+    by = stage.carry.by
+    source_input = stage.input
+    source = ctx.catalog.load_table(source_input.table(NAMESPACE))
+    target = ctx.catalog.load_table(stage.table(NAMESPACE))
+    keyed = cap.appended_only_dates
+    if keyed and cap.icdc_table:
+        icdc = ctx.catalog.load_table(cap.icdc_table)
+        with ctx.recorder.phase("plan"):
+            changes = plan(icdc, AlwaysTrue())
+        _read(ctx, changes)
+        with ctx.recorder.phase("probe"):
+            ctx.engine.bind_input("icdc_rows", icdc, changes, in_dates(source_input.date_column, keyed))
+            changed = ctx.engine.materialize(
+                "changed_from", f"SELECT {by}, MIN(event_date) AS from_date FROM icdc_rows GROUP BY {by}"
+            )
+        ctx.recorder.note(changed_keys=changed)
+        target_dates = partition_dates(target)
+        # Every account's rows from the earliest changed date on may change; its total
+        # before its own earliest changed date comes from the target's earlier rows.
+        later = sorted(d for d in {*partition_dates(source), *target_dates} if d >= min(keyed))
+        earlier = [d for d in target_dates if d < max(keyed)]
+        with ctx.recorder.phase("plan"):
+            input_files = plan_dates(source, later)
+            old_files = plan_dates(target, later)
+        _read(ctx, input_files)
+        _read(ctx, old_files)
+        bind_carry(
+            ctx,
+            stage,
+            target,
+            f"EXISTS (SELECT 1 FROM changed_from c WHERE c.{by} = t.{by} AND t.event_date < c.from_date)",
+            earlier,
+        )
+        ctx.engine.bind_input("input_dates", source, input_files, in_dates(source_input.date_column, later))
+        ctx.engine.bind_sql(
+            source_input.relation,
+            f"SELECT d.* FROM input_dates d JOIN changed_from c ON d.{by} = c.{by} AND d.event_date >= c.from_date",
+        )
+        ctx.engine.merge_by_key(target, stage.statement(), stage.key, later, old_files, ctx.recorder, ctx.fault)
+    if cap.rewritten_dates:
+        cut = min(cap.rewritten_dates)
+        target = ctx.catalog.load_table(stage.table(NAMESPACE))
+        dates = sorted(d for d in {*partition_dates(source), *partition_dates(target)} if d >= cut)
+        recompute(ctx, stage, NAMESPACE, dates)
+
+
 def range_partitions(ctx: StageContext, stage: Stage, cap: Capture) -> None:
     """Recompute the changed event_date partitions whole and overwrite them."""
     recompute(ctx, stage, NAMESPACE, cap.all_dates)
@@ -99,4 +155,5 @@ PATTERNS: dict[Pattern, Callable[[StageContext, Stage, Capture], None]] = {
     "merge": merge,
     "filter": filter_keys,
     "range": range_partitions,
+    "forward": forward,
 }
