@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_new_dir(warehouse_root, "--warehouse")
     if scenario.engine == "spark":
         _check_spark()
-    scenario, events = events_for(scenario)
+    scenario, events = events_for(scenario, args.max_days)
 
     from bench.execute import run_scenario
 
@@ -251,7 +251,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     processing_date = scenario.start_date + timedelta(days=args.day)
     engine = make_engine(engine_name, Path(args.warehouse), args.spark_master or scenario.spark_master)
     try:
-        ctx = StageContext(catalog, engine)
+        ctx = StageContext(catalog, engine, processing_date=processing_date)
         for stage in STAGES:
             run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
     finally:

@@ -35,10 +35,11 @@ Strategy = Literal["lookback", "ips"]
 STRATEGIES: tuple[Strategy, ...] = ("lookback", "ips")
 # Rows that belong to neither strategy: the shared input and upkeep both pay for.
 RowStrategy = Literal["lookback", "ips", "source", "shared"]
-Pattern = Literal["merge", "filter", "range"]
-PATTERNS: tuple[Pattern, ...] = ("merge", "filter", "range")
+# The IPS patterns of the stages a result file can hold (the pipeline declares which stage uses which).
+Pattern = Literal["merge", "filter", "range", "forward"]
+PATTERNS: tuple[Pattern, ...] = ("merge", "filter", "range", "forward")
 # The pattern column also names what a non-IPS row did.
-RowPattern = Literal["merge", "filter", "range", "lookback", "compaction", "expiry", "delete", "all", ""]
+RowPattern = Literal["merge", "filter", "range", "forward", "lookback", "compaction", "expiry", "delete", "all", ""]
 # The sweep table's stage for a strategy's sum over its stages.
 TOTAL_STAGE = "total"
 # Rows that time upkeep rather than a pipeline stage: the arrival itself, a privacy delete, maintenance.

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from bench import results
 from bench.contract import SCENARIO_FILE
@@ -16,11 +15,12 @@ from bench.equality import Verdict
 from bench.machine import machine_info
 from bench.runner import simulate
 from bench.scenario import Scenario
+from datagen.ingest import EventsFile
 from reports.render import render
 
 
 def run_scenario(
-    scenario: Scenario, events: pa.Table | None, out: Path, warehouse_root: Path, progress: bool = True
+    scenario: Scenario, events: EventsFile | None, out: Path, warehouse_root: Path, progress: bool = True
 ) -> tuple[dict[str, Any], Path, bool]:
     """Simulate ``scenario`` ``repeats`` times, write the result files and the report into ``out``.
 
@@ -61,6 +61,8 @@ def run_scenario(
             "engine_start_s": engine_start,
             "warehouse": str(warehouse_root.resolve()),
             "daily_checks": daily,
+            # A user's events file, described by what it holds (the generator's settings do not apply).
+            "events_file": events.describe() if events is not None else None,
         },
     )
     results.write(out, df, summary)

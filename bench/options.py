@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bench.scenario import PRESETS, Scenario, from_preset
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    from datagen.ingest import EventsFile
 
 
 class BadInput(Exception):
@@ -75,6 +75,11 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE.parquet",
         help="ingest your own events (source columns, UTC timestamps) instead of generating",
     )
+    g.add_argument(
+        "--max-days",
+        type=int,
+        help="the most arrival dates an --events file may span (default 400): a longer one is refused",
+    )
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -123,27 +128,29 @@ def check_new_dir(path: Path, what: str) -> None:
         raise BadInput(f"{what} {path} cannot be created: {parent} is not writable")
 
 
-def events_for(scenario: Scenario) -> tuple[Scenario, pa.Table | None]:
+def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenario, EventsFile | None]:
     """The scenario's events file, read and checked, and the scenario with the file's dates and days.
 
     Without an events file: the scenario unchanged and no events (the generator makes them).
+
+    Args:
+        max_days: the most arrival dates a file may span (default: the ingest's limit).
     """
     if scenario.events_file is None:
         return scenario, None
     # Reading the file goes through the ingest code, which loads pyiceberg: only when there is a file.
-    from datagen.ingest import BadEventsFile, read_events_file, split_by_arrival
+    from datagen.ingest import BadEventsFile, EventsFile
 
     try:
-        events = read_events_file(Path(scenario.events_file))
+        events = EventsFile.read(Path(scenario.events_file), *(() if max_days is None else (max_days,)))
     except BadEventsFile as e:
         raise BadInput(str(e)) from None
-    start, batches = split_by_arrival(events)
     scenario = Scenario.from_dict(
         {
             **scenario.as_dict(),
-            "start_date": start.isoformat(),
-            "days": len(batches),
-            "warmup_days": min(scenario.warmup_days, len(batches) - 1),
+            "start_date": events.first_arrival.isoformat(),
+            "days": events.days,
+            "warmup_days": min(scenario.warmup_days, events.days - 1),
         }
     )
     return scenario, events

@@ -22,7 +22,7 @@ from bench.equality import Verdict, compare
 from bench.metrics import StageRecorder
 from bench.progress import Progress
 from bench.scenario import Scenario
-from datagen.ingest import ingest_batch, read_events_file, split_by_arrival
+from datagen.ingest import EventsFile, ingest_batch
 from datagen.model import arrival_batch
 from pipelines import lookback, oracle
 from pipelines.catalog import create_tables, open_catalog
@@ -48,12 +48,12 @@ class RunResult:
 class Batches:
     """Arrival batches, from the generator or from a user's events file."""
 
-    def __init__(self, scenario: Scenario, events: pa.Table | None = None) -> None:
+    def __init__(self, scenario: Scenario, events: EventsFile | None = None) -> None:
         self.scenario = scenario
-        self._user: list[pa.Table] | None = None
+        self._user: tuple[pa.Table, ...] | None = None
         if events is not None:
-            self.start_date, self._user = split_by_arrival(events)
-            self.days = len(self._user)
+            self.start_date, self._user = events.first_arrival, events.batches
+            self.days = events.days
         else:
             self.start_date = scenario.start_date
             self.days = scenario.days
@@ -71,10 +71,6 @@ def make_engine(name: str, warehouse: Path, spark_master: str = "local[*]") -> E
 
         return SparkEngine(warehouse, spark_master)
     return DuckDBEngine()
-
-
-def load_events(scenario: Scenario) -> pa.Table | None:
-    return read_events_file(Path(scenario.events_file)) if scenario.events_file else None
 
 
 def run_strategy_stage(ctx: StageContext, strategy: str, stage: str, processing_date: date, scenario: Scenario) -> None:
@@ -143,7 +139,7 @@ def days_order(strategies: tuple[str, ...], day: int) -> Iterator[str]:
 def simulate(
     scenario: Scenario,
     warehouse: Path,
-    events: pa.Table | None = None,
+    events: EventsFile | None = None,
     progress: bool = True,
     on_day: Callable[[int], None] | None = None,
 ) -> RunResult:

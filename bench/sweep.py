@@ -327,7 +327,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_new_dir(out, "--out")
     events = None
     if args.events_file:
-        scenario, events = events_for(points[0].scenario)
+        scenario, events = events_for(points[0].scenario, args.max_days)
         # The events file fixes the dates and days; apply them to every point.
         dates = {k: getattr(scenario, k) for k in ("start_date", "days", "warmup_days")}
         points = [dataclasses.replace(p, scenario=dataclasses.replace(p.scenario, **dates)) for p in points]
