@@ -127,7 +127,8 @@ def _open_warehouse(path: str, strategies: Sequence[str] | None = None) -> tuple
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from pipelines.catalog import SOURCE_TABLE, STAGES, CatalogMissing, catalog_path, open_catalog
+    from pipelines.catalog import CatalogMissing, catalog_path, open_catalog
+    from pipelines.pipeline import SOURCE_TABLE, STAGES
 
     wh = Path(path)
     try:
@@ -167,7 +168,12 @@ def cmd_state(args: argparse.Namespace) -> int:
     from pipelines.ips.state import StateLog, watermark
     from pipelines.ips.workflow import WORKFLOWS
 
-    catalog, _ = _open_warehouse(args.warehouse)
+    catalog, scenario = _open_warehouse(args.warehouse)
+    if "ips" not in scenario.strategies:
+        # Later workflows read ips.* tables, which such a warehouse does not have.
+        raise BadInput(
+            f"{args.warehouse} runs only {', '.join(scenario.strategies)}: it has no IPS workflow state to show"
+        )
     log = StateLog(catalog)
     for wf in WORKFLOWS.values():
         table = catalog.load_table(wf.input_table)
@@ -200,8 +206,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from datagen.ingest import BadEventsFile, ingest_batch, read_events_file
-    from datagen.model import arrival_batch
+    from datagen.ingest import BadEventsFile, ingest_arrival, read_events_file
+    from datagen.model import arrival_batch, impression_batch
+    from pipelines.pipeline import IMPRESSIONS_TABLE
 
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.events:
@@ -213,8 +220,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not 0 <= args.day < scenario.days:
             raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
         batch = arrival_batch(scenario.event_model(), args.day)
-    snap = ingest_batch(catalog, batch)
-    print(f"ingested {batch.num_rows:,} events (snapshot {snap})")
+        shown = impression_batch(scenario.event_model(), args.day, scenario.impressions)
+        done = ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE)
+        print(f"impressions: {'ingested' if done.appended else 'already committed or none:'} {shown.num_rows:,}")
+    done = ingest_arrival(catalog, batch)
+    what = "ingested" if done.appended else "already committed, nothing appended:"
+    print(f"{what} {batch.num_rows:,} events (snapshot {done.snapshot_id})")
     return EXIT_OK
 
 
@@ -234,10 +245,13 @@ def _check_spark() -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from bench.options import check_path_characters
     from bench.runner import make_engine, run_strategy_stage
-    from pipelines.catalog import STAGES
     from pipelines.context import StageContext
+    from pipelines.lock import release
+    from pipelines.pipeline import STAGES
 
+    check_path_characters(Path(args.warehouse), "--warehouse")
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
@@ -248,16 +262,39 @@ def cmd_process(args: argparse.Namespace) -> int:
         raise BadInput(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINES)}")
     if engine_name == "spark":
         _check_spark()
+    if args.lock_timeout < 0:
+        raise BadInput(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
     processing_date = scenario.start_date + timedelta(days=args.day)
-    engine = make_engine(engine_name, Path(args.warehouse), args.spark_master or scenario.spark_master)
+    # One process of a strategy per warehouse: a second would capture the same snapshots
+    # and race the first on the watermarks and target tables.
+    lock = f"process --strategy {args.strategy}"
+    token = _take_process_lock(catalog, lock, args.lock_timeout)
     try:
-        ctx = StageContext(catalog, engine, processing_date=processing_date)
-        for stage in STAGES:
-            run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
+        engine = make_engine(engine_name, Path(args.warehouse), args.spark_master or scenario.spark_master)
+        try:
+            ctx = StageContext(catalog, engine, processing_date=processing_date)
+            for stage in STAGES:
+                run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        release(catalog.engine, lock, token)
     print(f"processed day {args.day} ({processing_date}) with {args.strategy} on {engine_name}")
     return EXIT_OK
+
+
+def _take_process_lock(catalog: Any, name: str, timeout: float) -> str:
+    """Take the warehouse's lock ``name``; another live holder is bad input (exit 2), not a crash."""
+    from pipelines.lock import LockHeld, acquire
+
+    def note(line: str) -> None:
+        print(f"ipsbench: note: {line}", file=sys.stderr)
+
+    try:
+        return acquire(catalog.engine, name, timeout, note)
+    except LockHeld as e:
+        hint = "" if timeout > 0 else "; wait for it to finish or give --lock-timeout SECONDS"
+        raise BadInput(f"this warehouse's {e}{hint}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -311,19 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_options(init)
     init.set_defaults(func=cmd_init)
 
-    ing = sub.add_parser("ingest", help="append one arrival batch to source.playback")
+    ing = sub.add_parser("ingest", help="append one arrival batch to the source tables (playback, impressions)")
     ing.add_argument("--warehouse", required=True)
     what = ing.add_mutually_exclusive_group(required=True)
     what.add_argument("--day", type=int, help="generate and ingest arrival batch P")
     what.add_argument("--events", metavar="FILE.parquet", help="ingest this events file as one batch")
     ing.set_defaults(func=cmd_ingest)
 
-    proc = sub.add_parser("process", help="run one strategy's three stages for processing day P")
+    proc = sub.add_parser("process", help="run every stage of one strategy for processing day P")
     proc.add_argument("--warehouse", required=True)
     proc.add_argument("--strategy", required=True, help="ips or lookback")
     proc.add_argument("--day", type=int, required=True)
     proc.add_argument("--engine", help="duckdb or spark (default: the warehouse's scenario); the state is shared")
     proc.add_argument("--spark-master", help="Spark master URL (default: the scenario's, local[*])")
+    proc.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        help="seconds to wait while another process of this strategy runs on the warehouse (default 0: refuse)",
+    )
     proc.set_defaults(func=cmd_process)
 
     chk = sub.add_parser("check", help="compare every strategy with the oracle (exit 0 equal/explained, 1 not)")

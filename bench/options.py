@@ -49,6 +49,12 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--max-lateness-days", type=int, help="the longest lateness generated, in days")
     g.add_argument("--duplicate-fraction", type=_fraction, help="re-sent events per batch, share of events/day")
+    g.add_argument(
+        "--impressions-per-day",
+        type=int,
+        help="impressions (a title shown to an account) per arrival batch, with the same lateness "
+        "(default: as many as events per day)",
+    )
     g.add_argument("--malformed-fraction", type=_fraction, help="share of events with null title or bad view time")
     g.add_argument("--seed", type=int, help="generator seed (same seed, same batches)")
     g.add_argument(
@@ -76,6 +82,13 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         help="ingest your own events (source columns, UTC timestamps) instead of generating",
     )
     g.add_argument(
+        "--impressions",
+        dest="impressions_file",
+        metavar="FILE.parquet",
+        help="with --events: your impressions (event_id, account_id, title_id, country, event_ts, ingest_ts), "
+        "arriving on the events file's dates; without it the impressions table stays empty",
+    )
+    g.add_argument(
         "--max-days",
         type=int,
         help="the most arrival dates an --events file may span (default 400): a longer one is refused",
@@ -85,6 +98,9 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else None
     events_file = str(Path(args.events_file).resolve()) if args.events_file else None
+    impressions_file = str(Path(args.impressions_file).resolve()) if args.impressions_file else None
+    if impressions_file and not events_file:
+        raise BadInput("--impressions needs --events: without an events file the generator makes impressions")
     return from_preset(
         args.preset,
         days=args.days,
@@ -97,6 +113,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         max_lateness_days=args.max_lateness_days,
         duplicate_fraction=args.duplicate_fraction,
         malformed_fraction=args.malformed_fraction,
+        impressions_per_day=args.impressions_per_day,
         seed=args.seed,
         maintenance_every_days=args.maintenance_every_days,
         privacy_delete_every_days=args.privacy_delete_every_days,
@@ -108,24 +125,72 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         merge_mode=args.merge_mode,
         repeats=args.repeats,
         events_file=events_file,
+        impressions_file=impressions_file,
     )
 
 
-def check_new_dir(path: Path, what: str) -> None:
-    """``path`` must be creatable (or an empty directory) and writable."""
-    if path.exists():
-        if not path.is_dir():
-            raise BadInput(f"{what} {path} exists and is not a directory")
-        if any(path.iterdir()):
-            raise BadInput(f"{what} {path} is not empty; choose a new directory or remove it")
-        if not os.access(path, os.W_OK):
-            raise BadInput(f"{what} {path} is not writable")
-        return
-    parent = path.parent
+# DuckDB's read_parquet takes these for wildcards even in a list of exact file names:
+# a warehouse under "r[1]" read the data files of a copy under "r1". Refused until the
+# DuckDB engine escapes them (as "[?]", "[[]", "[*]", which reads exactly that file).
+GLOB_CHARACTERS = "*?["
+
+
+def check_path_characters(path: Path, what: str) -> None:
+    """``path`` (made absolute, as the engines see it) must hold no glob character."""
+    absolute = str(Path(path).absolute())
+    for char in GLOB_CHARACTERS:
+        if char in absolute:
+            raise BadInput(
+                f"{what} {path}: its path holds {char!r}, which DuckDB reads as a wildcard; "
+                f"choose a path without any of {' '.join(GLOB_CHARACTERS)}"
+            )
+
+
+def _unresolvable_parent(path: Path) -> Path | None:
+    """The missing directory a '..' of ``path`` steps out of, if any.
+
+    The kernel cannot walk "nope/.." when "nope" is missing (or a file), while creating
+    the path (mkdir -p) would create "nope", outside the directory the path names.
+    """
+    prefix = Path(path.anchor)
+    for part in path.parts[1:] if path.anchor else path.parts:
+        if part == ".." and not prefix.is_dir():
+            return prefix
+        prefix = prefix / part
+    return None
+
+
+def check_new_dir(path: Path, what: str) -> Path:
+    """``path`` must be creatable (or an empty directory) and writable.
+
+    Judged on the resolved path (symlinks and '..' followed as the kernel will), so
+    that "nope/../A/warehouse" cannot pass as new while A/warehouse holds a run.
+
+    Returns:
+        the resolved path.
+    """
+    check_path_characters(path, what)
+    missing = _unresolvable_parent(path)
+    if missing is not None:
+        raise BadInput(
+            f"{what} {path}: {missing} does not exist, so '..' after it leads nowhere; give a path without it"
+        )
+    resolved = path.resolve()
+    shown = f"{path}" if resolved == path.absolute() else f"{path} (that is {resolved})"
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise BadInput(f"{what} {shown} exists and is not a directory")
+        if any(resolved.iterdir()):
+            raise BadInput(f"{what} {shown} is not empty; choose a new directory or remove it")
+        if not os.access(resolved, os.W_OK):
+            raise BadInput(f"{what} {shown} is not writable")
+        return resolved
+    parent = resolved.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise BadInput(f"{what} {path} cannot be created: {parent} is not writable")
+        raise BadInput(f"{what} {shown} cannot be created: {parent} is not writable")
+    return resolved
 
 
 def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenario, EventsFile | None]:
@@ -139,10 +204,15 @@ def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenari
     if scenario.events_file is None:
         return scenario, None
     # Reading the file goes through the ingest code, which loads pyiceberg: only when there is a file.
-    from datagen.ingest import BadEventsFile, EventsFile
+    from datagen.ingest import DEFAULT_MAX_DAYS, BadEventsFile, EventsFile, read_events_file
+    from datagen.model import IMPRESSIONS_ARROW_SCHEMA
 
+    limit = DEFAULT_MAX_DAYS if max_days is None else max_days
     try:
-        events = EventsFile.read(Path(scenario.events_file), *(() if max_days is None else (max_days,)))
+        events = EventsFile.read(Path(scenario.events_file), limit)
+        if scenario.impressions_file is not None:
+            path = Path(scenario.impressions_file)
+            events = events.with_impressions(read_events_file(path, limit, IMPRESSIONS_ARROW_SCHEMA), path)
     except BadEventsFile as e:
         raise BadInput(str(e)) from None
     scenario = Scenario.from_dict(

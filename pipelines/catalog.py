@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyiceberg.catalog.sql import SqlCatalog
+from sqlalchemy.engine import URL
 
 from pipelines import pyiceberg_compat
-from pipelines.pipeline import PIPELINE, SOURCE_SCHEMA, SOURCE_SPEC, SOURCE_TABLE, STAGES
-
-__all__ = ["SOURCE_SCHEMA", "SOURCE_TABLE", "STAGES"]
+from pipelines.pipeline import PIPELINE, SOURCES
 
 CATALOG_NAME = "ipsbench"
 
@@ -56,14 +55,18 @@ def open_catalog(warehouse: Path, create: bool = False, catalog_uri: str | None 
         db = catalog_path(warehouse)
         if not create and not db.exists():
             raise CatalogMissing(f"no ipsbench catalog at {db}")
-        uri = f"sqlite:///{db}"
+        # URL.create escapes the path: written into "sqlite:///..." by hand, a '?' or '#'
+        # in it would start the URL's query or fragment and sqlite would open another file.
+        uri = URL.create("sqlite", database=str(db)).render_as_string()
     warehouse.mkdir(parents=True, exist_ok=True)
     return SqlCatalog(
         CATALOG_NAME,
         uri=uri,
-        # Not Path.as_uri(): it percent-encodes '=', ',' and spaces, and pyiceberg
-        # would then write the data files under a differently named directory.
-        warehouse=f"file://{warehouse}",
+        # A plain absolute path, not a file:// URI: pyiceberg splits a URI at '#' and '?'
+        # (the rest of the path was lost and files landed outside the warehouse), and
+        # Path.as_uri() percent-encodes '=', ',' and spaces, which pyiceberg then writes
+        # literally into directory names. A path without a scheme is kept as it is.
+        warehouse=str(warehouse),
     )
 
 
@@ -76,9 +79,10 @@ def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...], ips_merge_mo
             always writes copy-on-write.
     """
     catalog.create_namespace_if_not_exists("source")
-    catalog.create_table_if_not_exists(
-        SOURCE_TABLE, SOURCE_SCHEMA, partition_spec=SOURCE_SPEC, properties=TABLE_PROPERTIES
-    )
+    for source in SOURCES:
+        catalog.create_table_if_not_exists(
+            source.name, source.schema, partition_spec=source.spec, properties=TABLE_PROPERTIES
+        )
     for ns in strategies:
         catalog.create_namespace_if_not_exists(ns)
         properties = {**TABLE_PROPERTIES, **({"write.merge.mode": ips_merge_mode} if ns == "ips" else {})}
