@@ -26,7 +26,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pipelines import logic, oracle
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import plan
-from pipelines.pipeline import PIPELINE, SOURCE_TABLE, stage
+from pipelines.pipeline import PIPELINE, SOURCE_TABLE, SOURCES, sources_of, stage
 
 SOURCE = oracle.relation(SOURCE_TABLE)
 
@@ -51,32 +51,38 @@ class Verdict:
         return d
 
 
+# What identifies an unseen event, from whichever source table it came.
+UNSEEN_COLUMNS = "source_table, event_id, event_date, account_id, country, title_id"
+
+
 def bind_beyond_window(engine: DuckDBEngine, lookback_days: int) -> int:
-    """Valid events no lookback window saw; returns their count.
+    """Valid events, of every source table, no lookback window saw; returns their count.
 
     Those whose first arrival came ``lookback_days`` or more days after their
     event date, and those dated after the last processing day (the latest
-    arrival date). Each is described by the copy stage 1 keeps.
+    arrival date). Each is described by the copy the stages keep.
     """
     event_date = logic.EVENT_DATE
-    engine.materialize("last_arrival", f"SELECT MAX(CAST(ingest_ts AS DATE)) AS arrival_date FROM {SOURCE}")
+    arrivals = " UNION ALL ".join(f"SELECT ingest_ts FROM {oracle.relation(s.name)}" for s in SOURCES)
+    engine.materialize("last_arrival", f"SELECT MAX(CAST(ingest_ts AS DATE)) AS arrival_date FROM ({arrivals})")
     unseen = (
         f"date_diff('day', {event_date}, CAST(ingest_ts AS DATE)) >= {int(lookback_days)} "
         f"OR {event_date} > (SELECT arrival_date FROM last_arrival)"
     )
     # Only an event with at least one such copy can qualify: rank just those copies.
-    return engine.materialize(
-        "beyond_window_events",
+    parts = [
         f"""
-        SELECT event_id, {event_date} AS event_date, account_id, country
+        SELECT '{s.name}' AS source_table, event_id, {event_date} AS event_date, account_id, country, title_id
         FROM (
-          SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {", ".join(logic.KEPT_COPY_ORDER)}) AS copy_rank
-          FROM {SOURCE}
-          WHERE {logic.VALID} AND event_id IN (SELECT event_id FROM {SOURCE} WHERE {unseen})
+          SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {", ".join(s.kept_copy_order)}) AS copy_rank
+          FROM {oracle.relation(s.name)}
+          WHERE {s.valid} AND event_id IN (SELECT event_id FROM {oracle.relation(s.name)} WHERE {unseen})
         ) AS copies
         WHERE copy_rank = 1 AND ({unseen})
-        """,
-    )
+        """
+        for s in SOURCES
+    ]
+    return engine.materialize("beyond_window_events", " UNION ALL ".join(parts))
 
 
 def bind_deleted_upstream(engine: DuckDBEngine, daily: str, candidates: str) -> int:
@@ -88,7 +94,7 @@ def bind_deleted_upstream(engine: DuckDBEngine, daily: str, candidates: str) -> 
     """
     engine.materialize(
         "held_events",
-        f"SELECT event_id, event_date, account_id, country FROM {daily} "
+        f"SELECT '{SOURCE_TABLE}' AS source_table, event_id, event_date, account_id, country, title_id FROM {daily} "
         f"WHERE event_id IN (SELECT event_id FROM {candidates})",
     )
     # Look the few held events up in the source (hash table on them), not the source up in them.
@@ -182,12 +188,13 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
             deleted = bind_deleted_upstream(engine, rels[first.name], "mismatched_keys")
             engine.materialize(
                 "unseen_events",
-                "SELECT event_id, event_date, account_id, country FROM beyond_window_events "
-                "UNION ALL SELECT event_id, event_date, account_id, country FROM deleted_upstream_events",
+                f"SELECT {UNSEEN_COLUMNS} FROM beyond_window_events "
+                f"UNION ALL SELECT {UNSEEN_COLUMNS} FROM deleted_upstream_events",
             )
         stage_unexplained = mismatched
         if beyond is not None and mismatched:
-            cond = " AND ".join(f"m.{c} = b.{c}" for c in s.affected_by)
+            reaching = ", ".join(f"'{name}'" for name in sources_of(s.name))
+            cond = " AND ".join([f"b.source_table IN ({reaching})", *(f"m.{c} = b.{c}" for c in s.affected_by)])
             if s.carry is not None:  # carried forward: the rows on and after the event's date
                 cond += " AND m.event_date >= b.event_date"
             stage_unexplained = engine.scalar(

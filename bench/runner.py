@@ -23,14 +23,14 @@ from bench.metrics import StageRecorder
 from bench.progress import Progress
 from bench.scenario import Scenario
 from datagen.ingest import EventsFile, ingest_batch
-from datagen.model import arrival_batch
+from datagen.model import IMPRESSIONS_ARROW_SCHEMA, arrival_batch, impression_batch
 from pipelines import lookback, oracle
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Engine
 from pipelines.ips import workflow as ips
 from pipelines.maintenance import compact, expire_history
-from pipelines.pipeline import SOURCE_TABLE, STAGES
+from pipelines.pipeline import IMPRESSIONS_TABLE, SOURCE_TABLE, STAGES
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Batches:
     def __init__(self, scenario: Scenario, events: EventsFile | None = None) -> None:
         self.scenario = scenario
         self._user: tuple[pa.Table, ...] | None = None
+        self._events = events
         if events is not None:
             self.start_date, self._user = events.first_arrival, events.batches
             self.days = events.days
@@ -62,6 +63,12 @@ class Batches:
         if self._user is not None:
             return self._user[day]
         return arrival_batch(self.scenario.event_model(), day)
+
+    def impressions(self, day: int) -> pa.Table:
+        if self._user is not None:
+            shown = self._events.impressions if self._events is not None else None
+            return shown[day] if shown is not None else IMPRESSIONS_ARROW_SCHEMA.empty_table()
+        return impression_batch(self.scenario.event_model(), day, self.scenario.impressions)
 
 
 def make_engine(name: str, warehouse: Path, spark_master: str = "local[*]") -> Engine:
@@ -160,8 +167,16 @@ def simulate(
             with rec.timed():
                 batch = batches[day]
                 ingest_batch(catalog, batch)
+                shown = batches.impressions(day)
+                ingest_batch(catalog, shown, table_name=IMPRESSIONS_TABLE)
             result.rows.append(
-                {**base, "strategy": "source", "stage": "ingest", **rec.row(), "rows_written": batch.num_rows}
+                {
+                    **base,
+                    "strategy": "source",
+                    "stage": "ingest",
+                    **rec.row(),
+                    "rows_written": batch.num_rows + shown.num_rows,
+                }
             )
             every_delete = scenario.privacy_delete_every_days
             if every_delete and day % every_delete == every_delete - 1:

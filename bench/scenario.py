@@ -55,6 +55,7 @@ class Scenario:
         check: compare with the oracle at the end or after every day.
         repeats: whole-run repeats (figures are medians).
         events_file: a user's events instead of the generator.
+        impressions_file: a user's impressions beside ``events_file`` (without it, none).
         maintenance_every_days: compact small files and expire old snapshots this often (0: never).
         privacy_delete_every_days: delete every event of some accounts from the source this often
             (0: never), as a privacy request would: a non-append upstream change.
@@ -83,15 +84,25 @@ class Scenario:
     check: str = "end"
     repeats: int = 1
     events_file: str | None = None
+    impressions_file: str | None = None
     maintenance_every_days: int = 7
     privacy_delete_every_days: int = 0
     privacy_delete_accounts: int = 1
     merge_mode: str = "copy-on-write"
     spark_master: str = field(default="local[*]")
+    # Impressions per arrival batch (None: as many as playback events).
+    impressions_per_day: int | None = None
 
     @property
     def accounts(self) -> int:
         return self.n_accounts or max(100, self.events_per_day // 4)
+
+    @property
+    def impressions(self) -> int:
+        """Impressions generated per arrival batch (none with a user's events file)."""
+        if self.events_file is not None:
+            return 0
+        return self.events_per_day if self.impressions_per_day is None else self.impressions_per_day
 
     @property
     def measured_days(self) -> int:
@@ -167,6 +178,10 @@ class Scenario:
             raise BadScenario("maintenance-every-days must not be negative")
         if self.n_accounts < 0:
             raise BadScenario("n-accounts must not be negative")
+        if self.impressions_per_day is not None and not 0 <= self.impressions_per_day <= MAX_EVENTS_PER_DAY:
+            raise BadScenario(
+                f"impressions-per-day must be in [0, {MAX_EVENTS_PER_DAY:,}], got {self.impressions_per_day:,}"
+            )
         if self.beyond_window_share > 0 and self.max_lateness_days < self.lateness_window_days:
             raise BadScenario(
                 f"beyond-window-share > 0 needs max-lateness-days ({self.max_lateness_days}) "

@@ -187,7 +187,7 @@ def point_rows(point: Point, df: pd.DataFrame, summary: dict[str, Any], passed: 
 
 def failed_rows(point: Point, error: str) -> list[dict[str, Any]]:
     """A point that raised: its rows are kept with empty figures, never dropped."""
-    from pipelines.catalog import STAGES
+    from pipelines.pipeline import STAGES
 
     base = _point_base(point, point.scenario.measured_days, False)
     return [

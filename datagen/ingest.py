@@ -19,6 +19,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -35,8 +36,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from datagen.model import SOURCE_ARROW_SCHEMA
-from pipelines.catalog import SOURCE_TABLE
 from pipelines.iceberg_io import append_files, conform
+from pipelines.pipeline import SOURCE_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,10 @@ def batch_id_of(batch: pa.Table) -> str:
     """
     if batch.num_rows == 0:
         raise ValueError("an empty batch has no id")
-    canonical = pa.schema([pa.field(f.name, f.type) for f in SOURCE_ARROW_SCHEMA])
+    # The columns of whichever source table the batch is for (callers conform it first), nullability aside.
+    canonical = pa.schema(
+        [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in batch.schema]
+    )
     data = batch.select(canonical.names).cast(canonical)
     span = pc.min_max(data.column("ingest_ts")).as_py()
     first, last = span["min"].date(), span["max"].date()
@@ -128,12 +132,15 @@ def is_committed(table: Table, batch_id: str) -> bool:
     return _ledger_key(batch_id) in table.metadata.properties or _snapshot_of(table, batch_id) is not None
 
 
-def ingest_arrival(catalog: Catalog, batch: pa.Table, batch_id: str | None = None) -> Ingested:
+def ingest_arrival(
+    catalog: Catalog, batch: pa.Table, batch_id: str | None = None, table_name: str = SOURCE_TABLE
+) -> Ingested:
     """Append one arrival batch unless it is already committed.
 
     Args:
         catalog: the warehouse's catalog.
-        batch: the batch's rows (source schema).
+        batch: the batch's rows (the schema of ``table_name``).
+        table_name: the source table it arrives in (playback events by default).
         batch_id: the batch's id; default ``batch_id_of(batch)``, which every
             caller gets alike, so a batch ingested by the runner is recognised
             when the CLI ingests it again.
@@ -145,7 +152,7 @@ def ingest_arrival(catalog: Catalog, batch: pa.Table, batch_id: str | None = Non
         raise ValueError("batch_id must not be empty")
     if batch.num_rows == 0:
         return Ingested(batch_id, None, appended=False, rows=0)
-    table = catalog.load_table(SOURCE_TABLE)
+    table = catalog.load_table(table_name)
     data = conform(table, batch)
     batch_id = batch_id or batch_id_of(data)
     if is_committed(table, batch_id):
@@ -165,14 +172,16 @@ def ingest_arrival(catalog: Catalog, batch: pa.Table, batch_id: str | None = Non
     return Ingested(batch_id, _snapshot_of(table, batch_id), appended=True, rows=data.num_rows)
 
 
-def ingest_batch(catalog: Catalog, batch: pa.Table, batch_id: str | None = None) -> int | None:
+def ingest_batch(
+    catalog: Catalog, batch: pa.Table, batch_id: str | None = None, table_name: str = SOURCE_TABLE
+) -> int | None:
     """Append one arrival batch once; returns its snapshot id (None for an empty batch).
 
     A batch already committed is not appended again: the id of the snapshot
     that appended it is returned (None if that snapshot has been expired).
     See ``ingest_arrival`` for ``batch_id``.
     """
-    return ingest_arrival(catalog, batch, batch_id).snapshot_id
+    return ingest_arrival(catalog, batch, batch_id, table_name).snapshot_id
 
 
 def _check_type(name: str, actual: pa.DataType, expected: pa.DataType) -> None:
@@ -193,8 +202,8 @@ def _check_type(name: str, actual: pa.DataType, expected: pa.DataType) -> None:
         raise BadEventsFile(f"column {name!r} has type {actual}, expected {expected}")
 
 
-def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> pa.Table:
-    """Read a user's events file into the source schema, checking the input contract.
+def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS, schema: pa.Schema = SOURCE_ARROW_SCHEMA) -> pa.Table:
+    """Read a user's events file into a source table's schema, checking the input contract.
 
     The contract (DESIGN.md): required columns hold no nulls; timestamps are
     UTC or naive (read as UTC); copies of one ``event_id`` share the date of
@@ -203,6 +212,7 @@ def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> pa.Table:
     Args:
         path: a Parquet file with the source columns.
         max_days: the most arrival dates (first to last, inclusive) the file may span.
+        schema: the source table's columns (playback events by default; impressions too).
 
     Returns:
         The file's rows in file order, timestamps as UTC.
@@ -218,11 +228,11 @@ def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> pa.Table:
         raise BadEventsFile(f"events file not found: {path}") from None
     except (OSError, pa.ArrowInvalid) as e:
         raise BadEventsFile(f"events file {path} is not readable Parquet: {str(e).splitlines()[0]}") from None
-    missing = [f.name for f in SOURCE_ARROW_SCHEMA if f.name not in table.column_names]
+    missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise BadEventsFile(f"events file {path} lacks column(s): {', '.join(missing)}")
     columns = []
-    for f in SOURCE_ARROW_SCHEMA:
+    for f in schema:
         col = table.column(f.name)
         _check_type(f.name, col.type, f.type)
         if not f.nullable and col.null_count:
@@ -233,7 +243,7 @@ def read_events_file(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> pa.Table:
             columns.append(col.cast(pa.field(f.name, f.type, nullable=True).type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise BadEventsFile(f"column {f.name!r} cannot be converted: {str(e).splitlines()[0]}") from None
-    out = pa.Table.from_arrays(columns, schema=SOURCE_ARROW_SCHEMA)
+    out = pa.Table.from_arrays(columns, schema=schema)
     if out.num_rows == 0:
         raise BadEventsFile(f"events file {path} holds no events")
     _check_arrival_span(path, out, max_days)
@@ -297,12 +307,30 @@ class EventsFile:
         first_arrival: the date of the first batch (processing day 0).
         batches: one batch per arrival date from the first to the last, empty dates included.
         path: where it was read from, if from a file.
+        impressions: the user's impressions split over the same arrival dates
+            (None: none given; the impressions table stays empty).
     """
 
     table: pa.Table
     first_arrival: date
     batches: tuple[pa.Table, ...]
     path: Path | None = None
+    impressions: tuple[pa.Table, ...] | None = None
+
+    def with_impressions(self, impressions: pa.Table, path: Path) -> EventsFile:
+        """These events with an impressions file arriving on the same dates (refused if any arrives outside them)."""
+        days = pc.subtract(
+            pc.cast(arrival_dates(impressions), pa.int32()),
+            pa.scalar((self.first_arrival - date(1970, 1, 1)).days, pa.int32()),
+        )
+        outside = pc.sum(pc.or_(pc.less(days, 0), pc.greater_equal(days, self.days))).as_py() or 0
+        if outside:
+            raise BadEventsFile(
+                f"impressions file {path}: {outside:,} row(s) arrive outside the events file's arrival dates "
+                f"({self.first_arrival} to {self.last_arrival})"
+            )
+        batches = tuple(impressions.filter(pc.equal(days, day)) for day in range(self.days))
+        return dataclasses.replace(self, impressions=batches)
 
     @staticmethod
     def read(path: Path, max_days: int = DEFAULT_MAX_DAYS) -> EventsFile:

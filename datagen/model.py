@@ -14,6 +14,7 @@ of the late ones arrive ``lateness_window_days`` or more days late (up to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 
@@ -279,3 +280,36 @@ def arrival_batch(model: EventModel, day: int) -> pa.Table:
     # A re-send can never arrive before its original did.
     dup_ingest = np.maximum(dup_ingest, dp["event_us"])
     return pa.concat_tables([originals, _to_arrow(dp, np.minimum(dup_ingest, day_end))])
+
+
+IMPRESSIONS_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("account_id", pa.int64(), nullable=False),
+        pa.field("title_id", pa.int64(), nullable=False),
+        pa.field("country", pa.string(), nullable=False),
+        pa.field("event_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("ingest_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+# Impressions come from their own hash streams: the seed is salted.
+_IMPRESSION_SALT = 0x1D3A5C7E9B2F4680
+
+
+def impression_batch(model: EventModel, day: int, impressions_per_day: int) -> pa.Table:
+    """Impressions (a title shown to an account) arriving on processing day ``day``.
+
+    The same lateness and re-send model as playback events, ``impressions_per_day``
+    originals per batch, none malformed; ids start with ``i``.
+    """
+    if impressions_per_day == 0:
+        return IMPRESSIONS_ARROW_SCHEMA.empty_table()
+    own = dataclasses.replace(
+        model, seed=model.seed ^ _IMPRESSION_SALT, events_per_day=impressions_per_day, malformed_fraction=0.0
+    )
+    shown = arrival_batch(own, day)
+    ids = pc.binary_join_element_wise("i", pc.utf8_slice_codeunits(shown.column("event_id"), 1), "")
+    return pa.Table.from_arrays(
+        [ids, *(shown.column(f.name) for f in IMPRESSIONS_ARROW_SCHEMA if f.name != "event_id")],
+        schema=IMPRESSIONS_ARROW_SCHEMA,
+    )

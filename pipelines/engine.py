@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions_from, plan_dates
+from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions, plan_dates
 from pipelines.recorder import FaultHook, Recorder
 
 
@@ -70,6 +70,29 @@ class PartitionedInput:
             engine.bind_input(self.relation, self.table, plan_dates(self.table, some), in_dates(self.date_column, some))
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Every input of a stage over the same ``event_date``s, bound together (all dates, or some)."""
+
+    parts: tuple[PartitionedInput, ...]
+
+    @property
+    def dates(self) -> Sequence[date]:
+        return self.parts[0].dates
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def date_local(self) -> bool:
+        return all(p.date_local for p in self.parts)
+
+    def bind(self, engine: Engine, some: Sequence[date] | None = None) -> None:
+        for p in self.parts:
+            p.bind(engine, some)
+
+
 def date_pieces(dates: Sequence[date], rows: int, piece_rows: int) -> Iterator[list[date]]:
     """``dates`` in order, in runs of about ``piece_rows`` of the ``rows`` they hold (at least one date each)."""
     per_piece = max(1, piece_rows * len(dates) // max(rows, 1))
@@ -98,9 +121,7 @@ class Engine(Protocol):
 
     def scalar(self, sql: str) -> int: ...
 
-    def replace_partitions(
-        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
-    ) -> None:
+    def replace_partitions(self, target: Table, sql: str, source: Inputs, recorder: Recorder, fault: FaultHook) -> None:
         """INSERT OVERWRITE: the ``event_date`` partitions ``source.dates`` of ``target`` become ``sql``'s rows.
 
         The engine binds ``source`` itself: at once, or a few dates at a time.
@@ -253,7 +274,7 @@ class DuckDBEngine:
         rows = self.con.execute(sql).fetchall()
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    def materialize_by_dates(self, name: str, sql: str, source: PartitionedInput) -> None:
+    def materialize_by_dates(self, name: str, sql: str, source: Inputs) -> None:
         """Evaluate ``sql`` into temp table ``name`` a few dates at a time: the rows it would give at once.
 
         About CHUNK_ROWS input rows per piece: a window or join over fewer rows
@@ -300,9 +321,7 @@ class DuckDBEngine:
         if group:
             yield rows(f" WHERE {in_dates('event_date', group)}")
 
-    def replace_partitions(
-        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
-    ) -> None:
+    def replace_partitions(self, target: Table, sql: str, source: Inputs, recorder: Recorder, fault: FaultHook) -> None:
         with recorder.phase("transform"):
             output: Iterable[pa.Table]
             if source.rows <= self.CHUNK_ROWS:
@@ -317,7 +336,7 @@ class DuckDBEngine:
                 output = self.chunks("stage_output")
         fault("before_write")
         with recorder.phase("write"):
-            overwrite_partitions_from(target, output, source.dates, recorder)
+            overwrite_partitions(target, output, source.dates, recorder)
 
     def insert_missing(
         self,
@@ -389,7 +408,7 @@ class DuckDBEngine:
                 output = self.chunks("stage_output")
         fault("before_write")
         with recorder.phase("write"):
-            overwrite_partitions_from(target, output, dates, recorder)
+            overwrite_partitions(target, output, dates, recorder)
 
     def close(self) -> None:
         self.con.close()

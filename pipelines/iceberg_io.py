@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pyarrow as pa
@@ -192,7 +192,6 @@ class WriteStats:
     bytes: int = 0
     files: int = 0
     commits: int = 0
-    snapshot_ids: list[int] = field(default_factory=list)
 
 
 def added_since(table: Table, before: int | None) -> WriteStats:
@@ -205,17 +204,11 @@ def added_since(table: Table, before: int | None) -> WriteStats:
             stats.rows += int(s.get("added-records", 0) or 0)
             stats.bytes += int(s.get("added-files-size", 0) or 0)
             stats.files += int(s.get("added-data-files", 0) or 0)
-        stats.snapshot_ids.append(snap.snapshot_id)
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
     return stats
 
 
-def overwrite_partitions(table: Table, data: pa.Table, dates: Sequence[date], recorder: Recorder) -> WriteStats:
-    """Replace exactly the ``event_date`` partitions ``dates`` with ``data``."""
-    return overwrite_partitions_from(table, [data], dates, recorder)
-
-
-def overwrite_partitions_from(
+def overwrite_partitions(
     table: Table, chunks: Iterable[pa.Table], dates: Sequence[date], recorder: Recorder
 ) -> WriteStats:
     """Replace exactly the ``event_date`` partitions ``dates`` with the rows of ``chunks``.

@@ -85,6 +85,23 @@ FROM (
 WHERE title_rank <= {TOP_TITLES}
 """
 
+# Stage 2c: per title and day, distinct impressions and plays; a title with
+# either side missing counts 0 on it. Two inputs: a change in either changes the row.
+TITLE_TAKE_RATE = f"""
+SELECT COALESCE(i.event_date, p.event_date) AS event_date, COALESCE(i.title_id, p.title_id) AS title_id,
+       CAST(COALESCE(i.impressions, 0) AS BIGINT) AS impressions, CAST(COALESCE(p.plays, 0) AS BIGINT) AS plays
+FROM (
+  SELECT {EVENT_DATE} AS event_date, title_id, COUNT(DISTINCT event_id) AS impressions
+  FROM {{impressions}}
+  GROUP BY {EVENT_DATE}, title_id
+) AS i
+FULL OUTER JOIN (
+  SELECT event_date, title_id, COUNT(*) AS plays
+  FROM {{daily}}
+  GROUP BY event_date, title_id
+) AS p ON i.event_date = p.event_date AND i.title_id = p.title_id
+"""
+
 # Stage 2d: per account and day, its view time and its running total over all
 # its dates. ``{base}`` holds, per account, the cumulative value before the
 # first date ``{daily}`` holds for it (empty when ``{daily}`` starts at the

@@ -8,9 +8,9 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-from pipelines.engine import DuckDBEngine, PartitionedInput
+from pipelines.engine import DuckDBEngine, Inputs, PartitionedInput
 from pipelines.iceberg_io import partition_dates, plan
-from pipelines.pipeline import PIPELINE, Input
+from pipelines.pipeline import PIPELINE, SOURCES, Input
 
 PREFIX = "oracle_"
 
@@ -20,33 +20,41 @@ def relation(name: str) -> str:
     return PREFIX + name.replace(".", "_")
 
 
-def _bind_source(engine: DuckDBEngine, catalog: Catalog, source_input: Input) -> PartitionedInput:
-    """Bind all of a source table as its oracle relation; returns it as date pieces too."""
+def _whole(engine: DuckDBEngine, catalog: Catalog, source_input: Input) -> PartitionedInput:
+    """All of a source table, as the stage reads it (bindable a few dates at a time)."""
     table = catalog.load_table(source_input.name)
-    everything = plan(table, AlwaysTrue())
-    engine.bind_input(relation(source_input.name), table, everything)
-    dates = partition_dates(table)
-    return PartitionedInput(relation(source_input.name), table, source_input.date_column, dates, everything)
+    return PartitionedInput(
+        f"{relation(source_input.name)}_piece",
+        table,
+        source_input.date_column,
+        partition_dates(table),
+        plan(table, AlwaysTrue()),
+    )
 
 
 def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
     """Recompute every stage from all source rows into engine temp tables.
 
-    A stage reading a source table runs a few dates at a time (its logic is
-    local to a date, so its window never holds all events at once); a stage
-    reading other stages reads their oracle relations whole.
+    Every source table is bound whole as its oracle relation. A stage reading
+    only source tables runs a few dates at a time (its logic is local to a
+    date, so its window never holds all events at once); the others read their
+    inputs' oracle relations whole.
 
     Returns:
         The relation holding the oracle's result for each stage.
     """
+    for source in SOURCES:
+        table = catalog.load_table(source.name)
+        engine.bind_input(relation(source.name), table, plan(table, AlwaysTrue()))
     out: dict[str, str] = {}
     for stage in PIPELINE:
         if all(i.is_source for i in stage.inputs):
-            (source_input,) = stage.inputs
-            whole = _bind_source(engine, catalog, source_input)
-            piece = replace(whole, relation=f"{whole.relation}_piece")
-            sql = stage.statement(**{source_input.relation: piece.relation})
-            engine.materialize_by_dates(relation(stage.name), sql, piece)
+            pieces = Inputs(tuple(_whole(engine, catalog, i) for i in stage.inputs))
+            sql = stage.statement(**{i.relation: p.relation for i, p in zip(stage.inputs, pieces.parts, strict=True)})
+            # Every piece binds all the dates any input holds.
+            dates = sorted({d for p in pieces.parts for d in p.dates})
+            pieces = Inputs(tuple(replace(p, dates=dates) for p in pieces.parts))
+            engine.materialize_by_dates(relation(stage.name), sql, pieces)
         else:
             relations = {i.relation: relation(i.name) for i in stage.inputs}
             if stage.carry is not None:

@@ -37,6 +37,48 @@ SOURCE_SCHEMA = Schema(
 )
 SOURCE_SPEC = PartitionSpec(PartitionField(source_id=6, field_id=1000, transform=DayTransform(), name="event_ts_day"))
 
+IMPRESSIONS_TABLE = "source.impressions"
+IMPRESSIONS_SCHEMA = Schema(
+    NestedField(1, "event_id", StringType(), required=True),
+    NestedField(2, "account_id", LongType(), required=True),
+    NestedField(3, "title_id", LongType(), required=True),
+    NestedField(4, "country", StringType(), required=True),
+    NestedField(5, "event_ts", TimestamptzType(), required=True),
+    NestedField(6, "ingest_ts", TimestamptzType(), required=True),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A table arrival batches are appended to.
+
+    Attributes:
+        name: ``namespace.table``.
+        schema: its columns; every source has ``event_id``, ``account_id``,
+            ``title_id``, ``country``, ``event_ts`` and ``ingest_ts``.
+        valid: which rows the stages count (the others are malformed).
+        kept_copy_order: of an event's copies, the one the stages keep comes first.
+    """
+
+    name: str
+    schema: Schema
+    valid: str
+    kept_copy_order: tuple[str, ...]
+
+    @property
+    def spec(self) -> PartitionSpec:
+        field = self.schema.find_field("event_ts")
+        return PartitionSpec(
+            PartitionField(source_id=field.field_id, field_id=1000, transform=DayTransform(), name="event_ts_day")
+        )
+
+
+SOURCES: tuple[Source, ...] = (
+    Source(SOURCE_TABLE, SOURCE_SCHEMA, logic.VALID, logic.KEPT_COPY_ORDER),
+    # Every impression counts; its copies share their payload (a re-send), so any order keeps the same one.
+    Source(IMPRESSIONS_TABLE, IMPRESSIONS_SCHEMA, "TRUE", ("ingest_ts", "country", "account_id", "title_id")),
+)
+
 # The event date a row of each kind of input carries: a source row's from its
 # timestamp (in UTC), a stage's output as its partition column.
 _DATE_OF_FIELD = {"event_ts": logic.EVENT_DATE, "event_date": "event_date"}
@@ -117,6 +159,10 @@ class Stage:
     partition_field: str = "event_date"
     probe_key: str | None = None
     carry: Carry | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) > 1 and self.pattern != "range":
+            raise ValueError(f"stage {self.name}: a stage with several inputs is maintained by the range pattern")
 
     @property
     def date_local(self) -> bool:
@@ -202,6 +248,23 @@ PIPELINE: tuple[Stage, ...] = (
         affected_by=("event_date", "country"),
     ),
     Stage(
+        name="title_take_rate",
+        sql=logic.TITLE_TAKE_RATE,
+        inputs=(
+            Input("playback_daily", "daily", "event_date"),
+            Input(IMPRESSIONS_TABLE, "impressions", "event_ts"),
+        ),
+        schema=Schema(
+            NestedField(1, "event_date", DateType(), required=True),
+            NestedField(2, "title_id", LongType(), required=True),
+            NestedField(3, "impressions", LongType(), required=True),
+            NestedField(4, "plays", LongType(), required=True),
+        ),
+        key=("event_date", "title_id"),
+        pattern="range",
+        affected_by=("event_date", "title_id"),
+    ),
+    Stage(
         name="account_cumulative",
         sql=logic.ACCOUNT_CUMULATIVE,
         inputs=(Input("playback_daily", "daily", "event_date"),),
@@ -226,6 +289,16 @@ _BY_NAME = {s.name: s for s in PIPELINE}
 def stage(name: str) -> Stage:
     """The declaration of stage ``name``."""
     return _BY_NAME[name]
+
+
+def sources_of(name: str) -> tuple[str, ...]:
+    """The source tables whose rows reach stage ``name``, directly or through earlier stages."""
+    out: list[str] = []
+    for i in stage(name).inputs:
+        for s in (i.name,) if i.is_source else sources_of(i.name):
+            if s not in out:
+                out.append(s)
+    return tuple(out)
 
 
 def upstream(name: str) -> tuple[Stage, ...]:

@@ -13,7 +13,7 @@ from datetime import date
 from pyiceberg.table import Table
 
 from pipelines.context import StageContext
-from pipelines.engine import PartitionedInput
+from pipelines.engine import Inputs, PartitionedInput
 from pipelines.iceberg_io import partition_dates, plan_dates
 from pipelines.pipeline import Stage
 
@@ -36,19 +36,22 @@ def bind_carry(ctx: StageContext, stage: Stage, target: Table, before: str, date
 
 
 def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[date]) -> None:
-    """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its input's same dates.
+    """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its inputs' same dates.
 
     A stage that carries a value forward takes it from its own rows before the first of ``dates``.
     """
-    source_input = stage.input
-    source = ctx.catalog.load_table(source_input.table(strategy))
+    parts = []
+    for stage_input in stage.inputs:
+        source = ctx.catalog.load_table(stage_input.table(strategy))
+        with ctx.recorder.phase("plan"):
+            files = plan_dates(source, dates)
+        ctx.recorder.read(files.rows, files.bytes, files.files)
+        parts.append(
+            PartitionedInput(stage_input.relation, source, stage_input.date_column, dates, files, stage.date_local)
+        )
     target = ctx.catalog.load_table(stage.table(strategy))
-    with ctx.recorder.phase("plan"):
-        files = plan_dates(source, dates)
-    ctx.recorder.read(files.rows, files.bytes, files.files)
     if stage.carry is not None and dates:
         cut = min(dates)
         earlier = [d for d in partition_dates(target) if d < cut]
         bind_carry(ctx, stage, target, f"t.event_date < DATE '{cut.isoformat()}'", earlier)
-    rows = PartitionedInput(source_input.relation, source, source_input.date_column, dates, files, stage.date_local)
-    ctx.engine.replace_partitions(target, stage.statement(), rows, ctx.recorder, ctx.fault)
+    ctx.engine.replace_partitions(target, stage.statement(), Inputs(tuple(parts)), ctx.recorder, ctx.fault)

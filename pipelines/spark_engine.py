@@ -23,7 +23,7 @@ from typing import Any
 from pyiceberg.table import Table
 
 from pipelines.catalog import CATALOG_NAME
-from pipelines.engine import Key, PartitionedInput, in_dates
+from pipelines.engine import Inputs, Key, in_dates
 from pipelines.iceberg_io import FileSet, added_since
 from pipelines.recorder import FaultHook, Recorder
 from pipelines.spark_session import spark_session
@@ -81,9 +81,7 @@ class SparkEngine:
             stats = added_since(target, before)
             recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, partitions)
 
-    def replace_partitions(
-        self, target: Table, sql: str, source: PartitionedInput, recorder: Recorder, fault: FaultHook
-    ) -> None:
+    def replace_partitions(self, target: Table, sql: str, source: Inputs, recorder: Recorder, fault: FaultHook) -> None:
         # Spark plans the whole input at once and spills by itself: no pieces needed.
         dates = source.dates
         if not dates:

@@ -38,15 +38,22 @@ def batch(events: list[Event]) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=SOURCE_ARROW_SCHEMA)
 
 
+def impressions_of(events: pa.Table) -> pa.Table:
+    """Impressions for tests: every event with a title, as a title shown (copies and late ones included)."""
+    shown = events.filter(pc.is_valid(events.column("title_id")))
+    return shown.select(["event_id", "account_id", "title_id", "country", "event_ts", "ingest_ts"])
+
+
 def run_ips_day(catalog, day_batch: pa.Table, fault=None) -> None:
-    """Ingest one batch and run the IPS workflows on its arrival date (the processing date)."""
+    """Ingest one batch (and its impressions) and run the IPS workflows on its arrival date (the processing date)."""
     from datagen.ingest import ingest_batch
-    from pipelines.catalog import STAGES
     from pipelines.context import StageContext
     from pipelines.engine import DuckDBEngine
     from pipelines.ips import workflow
+    from pipelines.pipeline import IMPRESSIONS_TABLE, STAGES
 
     ingest_batch(catalog, day_batch)
+    ingest_batch(catalog, impressions_of(day_batch), table_name=IMPRESSIONS_TABLE)
     last_arrival = pc.max(day_batch.column("ingest_ts")).as_py()
     processing_date = last_arrival.date() if last_arrival is not None else None
     engine = DuckDBEngine()
@@ -67,10 +74,10 @@ def is_valid(e: Event) -> bool:
 
 def run_ips_workflows(catalog, engine=None, fault=None) -> None:
     """Run the three IPS workflows once, without ingesting: a scheduler's (re)run of the day."""
-    from pipelines.catalog import STAGES
     from pipelines.context import StageContext
     from pipelines.engine import DuckDBEngine
     from pipelines.ips import workflow
+    from pipelines.pipeline import STAGES
     from pipelines.recorder import no_fault
 
     own = engine is None

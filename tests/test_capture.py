@@ -15,10 +15,11 @@ from pyiceberg.table.snapshots import Operation
 
 from datagen.ingest import ingest_batch
 from pipelines import pyiceberg_compat
-from pipelines.catalog import CATALOG_NAME, SOURCE_TABLE, create_tables
+from pipelines.catalog import CATALOG_NAME, create_tables
 from pipelines.ips.capture import WatermarkLost, changed_files, ip_capture
 from pipelines.ips.state import ip_commit, watermark
 from pipelines.maintenance import compact, expire_history
+from pipelines.pipeline import SOURCE_TABLE
 from tests.events import Event, at, batch
 
 

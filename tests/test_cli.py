@@ -15,7 +15,7 @@ import pytest
 
 from bench.cli import main
 from bench.validate import validate
-from pipelines.catalog import STAGES
+from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch
 
 TINY = ["--preset", "tiny", "--days", "10", "--warmup-days", "3", "--quiet"]

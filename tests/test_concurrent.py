@@ -27,11 +27,12 @@ from pyiceberg.table.update import SetSnapshotRefUpdate
 from bench.runner import check
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
-from pipelines.catalog import STAGES, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine
 from pipelines.ips import workflow
 from pipelines.ips.state import COMMIT_RETRIES, StateLog, tag_name, watermark
+from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch, ips_event_ids, is_valid, run_ips_workflows
 
 SCENARIO = from_preset("tiny", lookback_days=3, strategies=("ips",))

@@ -43,7 +43,7 @@ def test_one_changed_value_and_one_duplicated_row_are_found(tmp_path: Path) -> N
         2, "total_view_seconds", pa.array([part.column("total_view_seconds")[0].as_py() + 1], pa.int64())
     )
     corrupted = pa.concat_tables([changed.cast(part.schema), part.slice(1), part.slice(1, 1)])
-    overwrite_partitions(table, corrupted, [day], StageRecorder())
+    overwrite_partitions(table, [corrupted], [day], StageRecorder())
 
     verdict = _verdict(warehouse)
     assert not verdict.equal_to_oracle
@@ -61,7 +61,7 @@ def test_a_missing_partition_is_found(tmp_path: Path) -> None:
     rows = table.scan().to_arrow()
     day = rows.column("event_date")[0].as_py()
     lost = rows.filter(pc.equal(rows.column("event_date"), day)).num_rows
-    overwrite_partitions(table, rows.slice(0, 0), [day], StageRecorder())
+    overwrite_partitions(table, [rows.slice(0, 0)], [day], StageRecorder())
 
     verdict = _verdict(warehouse)
     assert verdict.per_stage["title_daily_rank"]["mismatched_rows"] == lost > 0

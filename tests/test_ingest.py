@@ -24,9 +24,10 @@ from datagen.ingest import (
     is_committed,
 )
 from datagen.model import EventModel, arrival_batch
-from pipelines.catalog import SOURCE_TABLE, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.iceberg_io import live_files
 from pipelines.maintenance import expire_history
+from pipelines.pipeline import SOURCE_TABLE
 from tests.events import Event, at, batch
 
 MODEL: EventModel = dataclasses.replace(

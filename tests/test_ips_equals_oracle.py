@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from bench.runner import check
 from bench.scenario import from_preset
-from pipelines.catalog import STAGES, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
+from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch, run_ips_day
 
 LOOKBACK = 3
@@ -138,8 +139,8 @@ def run_ips(catalog: Any) -> None:
 
 
 def test_upstream_delete_and_compaction_are_handled(tmp_path: Path) -> None:
-    from pipelines.catalog import SOURCE_TABLE
     from pipelines.maintenance import compact
+    from pipelines.pipeline import SOURCE_TABLE
 
     catalog = fresh(tmp_path)
     days = days_for_faults()
@@ -166,10 +167,10 @@ def test_delete_after_a_crashed_first_run(tmp_path: Path) -> None:
     """Found by the stateful test: the first run writes, crashes before IpCommit, then the
     source loses those events; the retry must not keep the rows the crashed run wrote."""
     from datagen.ingest import ingest_batch
-    from pipelines.catalog import SOURCE_TABLE
     from pipelines.context import StageContext
     from pipelines.engine import DuckDBEngine
     from pipelines.ips import workflow
+    from pipelines.pipeline import SOURCE_TABLE
 
     catalog = fresh(tmp_path)
     ingest_batch(catalog, batch([Event("k1", 1, 10, "US", "tv", at(0, 0), 1, at(0, 23))]))
@@ -188,8 +189,8 @@ def test_first_run_after_expiry_cut_the_history(tmp_path: Path) -> None:
     """Found by the stateful test: expiry removed the source's first snapshot before IPS
     ever ran; the first run must still see every event (it is a backfill)."""
     from datagen.ingest import ingest_batch
-    from pipelines.catalog import SOURCE_TABLE
     from pipelines.maintenance import expire_history
+    from pipelines.pipeline import SOURCE_TABLE
 
     catalog = fresh(tmp_path)
     ingest_batch(catalog, batch([Event("f1", 1, 5, "US", "tv", at(0, 0), 1, at(0, 23))]))

@@ -32,11 +32,12 @@ from bench.cli import main
 from bench.runner import check
 from bench.scenario import SCENARIO_FILE, Scenario
 from datagen.ingest import ingest_batch
-from pipelines.catalog import SOURCE_TABLE, STAGES, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine
 from pipelines.ips import workflow
 from pipelines.ips.state import StateLog, watermark
+from pipelines.pipeline import SOURCE_TABLE, STAGES
 from tests.events import Event, at, batch, catalog_state, ips_event_ids
 
 REPO = Path(__file__).resolve().parent.parent

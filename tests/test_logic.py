@@ -21,6 +21,7 @@ from datagen.model import SOURCE_ARROW_SCHEMA
 from pipelines import logic
 from pipelines.engine import DuckDBEngine
 from pipelines.pipeline import stage
+from tests.events import impressions_of
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -67,7 +68,7 @@ def event_key(event_id: str) -> int:
     return int(hashlib.md5(event_id.encode()).hexdigest()[:15], 16)
 
 
-def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def reference(events: pd.DataFrame, impressions: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The stages as DESIGN.md states them, in pandas."""
     valid = events[events.title_id.notna() & (events.view_seconds.fillna(0) > 0)]
     # The earliest copy; among copies that arrived together the smallest by country, device, account, title, time.
@@ -101,10 +102,15 @@ def reference(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
         .sort_values(["account_id", "event_date"])
     )
     cumulative["cumulative_view_seconds"] = cumulative.groupby("account_id").day_view_seconds.cumsum()
+    impressions = impressions.assign(event_date=impressions.event_ts.dt.tz_convert("UTC").dt.date)
+    shown = impressions.groupby(["event_date", "title_id"]).agg(impressions=("event_id", "nunique"))
+    played = daily.groupby(["event_date", "title_id"]).agg(plays=("event_id", "size"))
+    take_rate = shown.join(played, how="outer").fillna(0).reset_index()
     return {
         "playback_daily": daily,
         "playback_daily_agg": agg,
         "title_daily_rank": rank,
+        "title_take_rate": take_rate,
         "account_cumulative": cumulative,
     }
 
@@ -130,12 +136,14 @@ def assert_sql_matches_reference(events: pa.Table) -> None:
         engine.bind_arrow("events", events)
         daily = engine.query(stage("playback_daily").statement())
         engine.bind_arrow("daily", daily)
+        engine.bind_arrow("impressions", impressions_of(events))
         cumulative = stage("account_cumulative")
         engine.bind_arrow("base", CARRY_SCHEMA.empty_table())  # every date at once: nothing carried in
         ours = {
             "playback_daily": daily,
             "playback_daily_agg": engine.query(stage("playback_daily_agg").statement()),
             "title_daily_rank": engine.query(stage("title_daily_rank").statement()),
+            "title_take_rate": engine.query(stage("title_take_rate").statement()),
             "account_cumulative": engine.query(cumulative.statement()),
         }
         # The same rows when the later dates are computed on their own, carrying
@@ -152,7 +160,7 @@ def assert_sql_matches_reference(events: pa.Table) -> None:
             assert normalized(later.to_pandas(), columns) == normalized(whole.to_pandas(), columns)
     finally:
         engine.close()
-    expected = reference(events.to_pandas())
+    expected = reference(events.to_pandas(), impressions_of(events).to_pandas())
     for name, table in ours.items():
         columns = table.column_names
         assert normalized(table.to_pandas(), columns) == normalized(expected[name], columns), name
@@ -191,7 +199,7 @@ def test_stage_sql_on_a_day_with_every_case() -> None:
         {**rows[5], "event_id": "e-zero", "view_seconds": 0},
     ]
     events = pa.Table.from_pylist(rows, schema=SOURCE_ARROW_SCHEMA)
-    expected = reference(events.to_pandas())
+    expected = reference(events.to_pandas(), impressions_of(events).to_pandas())
     assert len(expected["playback_daily"]) == 16  # 14 + e-again + e-long
     assert expected["title_daily_rank"].title_rank.max() == logic.TOP_TITLES
     assert expected["playback_daily"].view_seconds.max() == logic.VIEW_SECONDS_CAP

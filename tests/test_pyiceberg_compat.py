@@ -38,9 +38,10 @@ from bench.runner import simulate
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
 from pipelines import pyiceberg_compat
-from pipelines.catalog import SOURCE_TABLE, STAGES, open_catalog
+from pipelines.catalog import open_catalog
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import conform, data_files, live_data_files, live_files, overwrite_partitions, partition_files
+from pipelines.pipeline import SOURCE_TABLE, STAGES
 from pipelines.pyiceberg_compat import manifest_cache, manifest_eval_lock, transaction_metadata
 from tests.events import Event, at, batch
 
@@ -232,7 +233,7 @@ def test_manifest_cache_serves_what_the_file_holds(catalog) -> None:
                 "distinct_titles": pa.array([1] * len(dates) * 3, pa.int64()),
             }
         )
-        overwrite_partitions(table, rows, dates, StageRecorder())
+        overwrite_partitions(table, [rows], dates, StageRecorder())
         for manifest in table.current_snapshot().manifests(table.io):
             fresh = manifest_cache.ORIGINAL(manifest, table.io, True)
             cached = live_data_files(manifest, table.io)

@@ -21,7 +21,8 @@ import pytest
 from bench.cli import main
 from bench.runner import check, simulate
 from bench.scenario import from_preset
-from pipelines.catalog import STAGES, open_catalog
+from pipelines.catalog import open_catalog
+from pipelines.pipeline import STAGES
 from pipelines.pipeline import stage as stage_def
 
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.

@@ -35,12 +35,13 @@ from bench.runner import check
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
 from pipelines import lookback
-from pipelines.catalog import SOURCE_TABLE, STAGES, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine
 from pipelines.ips import workflow
 from pipelines.ips.state import StateLog, watermark
 from pipelines.maintenance import compact, expire_history
+from pipelines.pipeline import SOURCE_TABLE, STAGES
 from pipelines.recorder import FaultHook
 from tests.events import START, Event, at, batch, ips_event_ids, is_valid, run_ips_workflows
 

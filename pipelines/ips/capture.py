@@ -266,12 +266,17 @@ def ip_capture(
     watermark: int | None,
     range_field: str,
     recorder: Recorder | None = None,
+    icdc_name: str | None = None,
 ) -> Capture:
-    """IpCapture: find the changes and their change ranges (phase ``capture``), build the ICDC table (``icdc``)."""
+    """IpCapture: find the changes and their change ranges (phase ``capture``), build the ICDC table (``icdc``).
+
+    Args:
+        icdc_name: the ICDC table's name in its namespace (default: the workflow's).
+    """
     rec = recorder or NullRecorder()
     with rec.phase("capture"):
         cap = find_changes(workflow, input_table, watermark, range_field)
     if not cap.empty:
         with rec.phase("icdc"):
-            cap.icdc_table = build_icdc(catalog, input_table, workflow, cap.files)
+            cap.icdc_table = build_icdc(catalog, input_table, icdc_name or workflow, cap.files)
     return cap

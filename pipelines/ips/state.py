@@ -72,19 +72,21 @@ class StateLog:
         with self.catalog.engine.begin() as conn:
             conn.execute(text(_DDL))
 
-    def reconcile(self, workflow: str, mark: int | None) -> None:
+    def reconcile(self, workflow: str, input_table: str, mark: int | None) -> None:
         """Settle runs still marked ``captured`` against the watermark, which is the truth.
 
         A run whose watermark move landed but whose log update did not (a crash
-        between the two) is ``committed``; any other unfinished run is ``abandoned``.
+        between the two) is ``committed``; any other unfinished run is
+        ``abandoned``. Each input of a workflow has a watermark of its own.
         """
         with self.catalog.engine.begin() as conn:
             conn.execute(
                 text(
                     "UPDATE ips_capture_log SET status = CASE WHEN to_snapshot_id = :mark "
-                    "THEN 'committed' ELSE 'abandoned' END WHERE workflow = :w AND status = 'captured'"
+                    "THEN 'committed' ELSE 'abandoned' END "
+                    "WHERE workflow = :w AND input_table = :t AND status = 'captured'"
                 ),
-                {"w": workflow, "mark": mark},
+                {"w": workflow, "t": input_table, "mark": mark},
             )
 
     def record_capture(self, cap: Capture) -> int:

@@ -10,9 +10,10 @@ import pytest
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
 from datagen.model import arrival_batch
-from pipelines.catalog import SOURCE_TABLE, create_tables, open_catalog
+from pipelines.catalog import create_tables, open_catalog
 from pipelines.ips.capture import ip_capture
 from pipelines.ips.state import ip_commit, watermark
+from pipelines.pipeline import SOURCE_TABLE
 
 
 def test_generate_one_million_events(benchmark: Any) -> None:

@@ -23,11 +23,12 @@ from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
 from datagen.model import arrival_batch
 from pipelines import oracle
-from pipelines.catalog import STAGES, open_catalog
+from pipelines.catalog import open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine
 from pipelines.ips.capture import build_icdc, find_changes
 from pipelines.ips.state import watermark
+from pipelines.pipeline import STAGES
 
 SCENARIO = from_preset("tiny", days=8, warmup_days=1, events_per_day=5_000, maintenance_every_days=0)
 DAY = SCENARIO.days  # the measured day: one past the prepared run
