@@ -15,6 +15,9 @@ import pytest
 from bench.cli import BadInput, build_parser, main
 from bench.sweep import parse_vary, plan_points
 from bench.validate import validate
+from pipelines.catalog import open_catalog
+from pipelines.iceberg_io import live_files
+from pipelines.pipeline import STAGES
 
 TINY = ["--preset", "tiny", "--days", "6", "--warmup-days", "2", "--quiet"]
 VARY = ["--vary", "late-fraction=0.02,0.2", "--vary", "lookback_days=5"]
@@ -62,7 +65,19 @@ def test_tiny_sweep_follows_the_contract(tiny_sweep: tuple[Path, int, str]) -> N
 
 @pytest.mark.slow
 def test_each_points_warehouse_stays_inside_its_directory(tiny_sweep: tuple[Path, int, str]) -> None:
-    assert sorted(p.name for p in (tiny_sweep[0] / "points").iterdir()) == list(POINTS)
+    points = tiny_sweep[0] / "points"
+    assert sorted(p.name for p in points.iterdir()) == list(POINTS)
+    for point in POINTS:
+        warehouse = (points / point / "warehouse").resolve()
+        catalog = open_catalog(warehouse)
+        names = [".".join(t) for ns in catalog.list_namespaces() for t in catalog.list_tables(ns)]
+        assert len(names) >= 1 + 2 * len(STAGES)
+        for name in names:
+            table = catalog.load_table(name)
+            # Every table's metadata and every file its current snapshot holds live in this point's warehouse.
+            paths = [table.metadata_location, *(f.file_path for f in live_files(table))]
+            outside = [p for p in paths if not Path(p.removeprefix("file://")).resolve().is_relative_to(warehouse)]
+            assert outside == [], (point, name, outside[:3])
 
 
 @pytest.mark.slow
@@ -76,7 +91,8 @@ def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_
     for point in ("seed=1", "seed=2"):
         assert not (out / "points" / point / "warehouse").exists()
         assert (out / "points" / point / "results.parquet").is_file()
-    assert len(pd.read_parquet(out / "sweep_results.parquet")) == 2 * 2 * 4
+    # Two points, two strategies, every stage and a total.
+    assert len(pd.read_parquet(out / "sweep_results.parquet")) == 2 * 2 * (len(STAGES) + 1)
 
 
 @pytest.mark.slow
