@@ -47,12 +47,11 @@ def test_tiny_sweep_follows_the_contract(tiny_sweep: tuple[Path, int, str]) -> N
         assert (out / "points" / point / "warehouse" / "catalog.db").is_file()
         assert f"{point}: passed in" in stderr
     df = pd.read_parquet(out / "sweep_results.parquet")
-    # 2 points × 2 strategies × (3 stages + total)
-    assert len(df) == 16
+    assert len(df) == 2 * 2 * (len(STAGES) + 1)  # points, strategies, every stage and a total
     assert sorted(df.late_fraction.unique()) == [0.02, 0.2]
     ips = df[df.strategy == "ips"]
     assert ips.ips_over_lookback_wall_s.notna().all() and ips.equal_to_oracle.all()
-    assert set(ips.pattern) == {"merge", "filter", "range", "all"}
+    assert set(ips.pattern) == {"merge", "filter", "range", "forward", "all"}
     lookback_total = df[(df.strategy == "lookback") & (df.stage == "total")]
     assert (lookback_total.unexplained_mismatched_rows == 0).all()
     # The late-fraction point with more late data leaves more rows wrong in the lookback.
@@ -246,6 +245,6 @@ def test_a_point_that_raises_is_recorded_not_dropped(tmp_path: Path, monkeypatch
     assert summary["complete"] and not summary["passed"]
     assert [p["error"] for p in summary["points"]] == ["RuntimeError: disk full"] * 2
     df = pd.read_parquet(out / "sweep_results.parquet")
-    assert len(df) == 2 * 2 * 4 and df.wall_s.isna().all() and not df.passed.any()
+    assert len(df) == 2 * 2 * (len(STAGES) + 1) and df.wall_s.isna().all() and not df.passed.any()
     assert "disk full" in (out / "points" / "seed=1" / "error.txt").read_text()
     assert "**no**: RuntimeError: disk full" in (out / "report.md").read_text()
