@@ -50,23 +50,21 @@ class Batches:
 
     def __init__(self, scenario: Scenario, events: EventsFile | None = None) -> None:
         self.scenario = scenario
-        self._user: tuple[pa.Table, ...] | None = None
         self._events = events
         if events is not None:
-            self.start_date, self._user = events.first_arrival, events.batches
-            self.days = events.days
+            self.start_date, self.days = events.first_arrival, events.days
         else:
             self.start_date = scenario.start_date
             self.days = scenario.days
 
     def __getitem__(self, day: int) -> pa.Table:
-        if self._user is not None:
-            return self._user[day]
+        if self._events is not None:
+            return self._events.batches[day]
         return arrival_batch(self.scenario.event_model(), day)
 
     def impressions(self, day: int) -> pa.Table:
-        if self._user is not None:
-            shown = self._events.impressions if self._events is not None else None
+        if self._events is not None:
+            shown = self._events.impressions
             return shown[day] if shown is not None else IMPRESSIONS_ARROW_SCHEMA.empty_table()
         return impression_batch(self.scenario.event_model(), day, self.scenario.impressions)
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.table import Table
 
 from pipelines.engine import DuckDBEngine, Inputs, PartitionedInput
-from pipelines.iceberg_io import partition_dates, plan
-from pipelines.pipeline import PIPELINE, SOURCES, Input
+from pipelines.iceberg_io import FileSet, partition_dates, plan
+from pipelines.pipeline import PIPELINE, SOURCES
 
 PREFIX = "oracle_"
 
@@ -18,18 +17,6 @@ PREFIX = "oracle_"
 def relation(name: str) -> str:
     """The engine relation holding the oracle's version of a source table or stage."""
     return PREFIX + name.replace(".", "_")
-
-
-def _whole(engine: DuckDBEngine, catalog: Catalog, source_input: Input) -> PartitionedInput:
-    """All of a source table, as the stage reads it (bindable a few dates at a time)."""
-    table = catalog.load_table(source_input.name)
-    return PartitionedInput(
-        f"{relation(source_input.name)}_piece",
-        table,
-        source_input.date_column,
-        partition_dates(table),
-        plan(table, AlwaysTrue()),
-    )
 
 
 def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
@@ -43,18 +30,25 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
     Returns:
         The relation holding the oracle's result for each stage.
     """
+    # Each source planned once: bound whole, and kept to bind a few dates at a time.
+    sources: dict[str, tuple[Table, FileSet]] = {}
     for source in SOURCES:
         table = catalog.load_table(source.name)
-        engine.bind_input(relation(source.name), table, plan(table, AlwaysTrue()))
+        sources[source.name] = (table, plan(table, AlwaysTrue()))
+        engine.bind_input(relation(source.name), table, sources[source.name][1])
     out: dict[str, str] = {}
     for stage in PIPELINE:
         if all(i.is_source for i in stage.inputs):
-            pieces = Inputs(tuple(_whole(engine, catalog, i) for i in stage.inputs))
-            sql = stage.statement(**{i.relation: p.relation for i, p in zip(stage.inputs, pieces.parts, strict=True)})
             # Every piece binds all the dates any input holds.
-            dates = sorted({d for p in pieces.parts for d in p.dates})
-            pieces = Inputs(tuple(replace(p, dates=dates) for p in pieces.parts))
-            engine.materialize_by_dates(relation(stage.name), sql, pieces)
+            dates = sorted({d for i in stage.inputs for d in partition_dates(sources[i.name][0])})
+            parts = tuple(
+                PartitionedInput(
+                    f"{relation(i.name)}_piece", sources[i.name][0], i.date_column, dates, sources[i.name][1]
+                )
+                for i in stage.inputs
+            )
+            sql = stage.statement(**{i.relation: p.relation for i, p in zip(stage.inputs, parts, strict=True)})
+            engine.materialize_by_dates(relation(stage.name), sql, Inputs(parts))
         else:
             relations = {i.relation: relation(i.name) for i in stage.inputs}
             if stage.carry is not None:
