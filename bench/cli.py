@@ -245,13 +245,11 @@ def _check_spark() -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from bench.options import check_path_characters
     from bench.runner import make_engine, run_strategy_stage
     from pipelines.context import StageContext
     from pipelines.lock import release
     from pipelines.pipeline import STAGES
 
-    check_path_characters(Path(args.warehouse), "--warehouse")
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")

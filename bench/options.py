@@ -129,23 +129,6 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     )
 
 
-# DuckDB's read_parquet takes these for wildcards even in a list of exact file names:
-# a warehouse under "r[1]" read the data files of a copy under "r1". Refused until the
-# DuckDB engine escapes them (as "[?]", "[[]", "[*]", which reads exactly that file).
-GLOB_CHARACTERS = "*?["
-
-
-def check_path_characters(path: Path, what: str) -> None:
-    """``path`` (made absolute, as the engines see it) must hold no glob character."""
-    absolute = str(Path(path).absolute())
-    for char in GLOB_CHARACTERS:
-        if char in absolute:
-            raise BadInput(
-                f"{what} {path}: its path holds {char!r}, which DuckDB reads as a wildcard; "
-                f"choose a path without any of {' '.join(GLOB_CHARACTERS)}"
-            )
-
-
 def _unresolvable_parent(path: Path) -> Path | None:
     """The missing directory a '..' of ``path`` steps out of, if any.
 
@@ -169,7 +152,6 @@ def check_new_dir(path: Path, what: str) -> Path:
     Returns:
         the resolved path.
     """
-    check_path_characters(path, what)
     missing = _unresolvable_parent(path)
     if missing is not None:
         raise BadInput(

@@ -178,6 +178,19 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+# DuckDB's read_parquet expands these as wildcards even in a list of exact file names:
+# unescaped, a warehouse under "r[1]" read the data files of a copy under "r1".
+GLOB_CHARACTERS = "*?["
+
+
+def exact_file(path: str) -> str:
+    """``path`` as a DuckDB glob that matches that one file: each wildcard character in brackets.
+
+    "[*]", "[?]" and "[[]" each match the character itself (DuckDB 2.0); ']' alone is literal.
+    """
+    return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
+
+
 class DuckDBEngine:
     """Runs the stage SQL in an in-process DuckDB with the session in UTC; writes through pyiceberg.
 
@@ -235,7 +248,7 @@ class DuckDBEngine:
         if not files.paths:
             self.bind_arrow(name, schema.empty_table())
             return
-        listing = ", ".join(_quote(p) for p in files.paths)
+        listing = ", ".join(_quote(exact_file(p)) for p in files.paths)
         clause = f" WHERE {where}" if where else ""
         # Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
         # DuckDB must not turn them into extra hive-partition columns.

@@ -3,23 +3,31 @@ resolved path, and nothing is written outside ``--out``/``--warehouse``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pyiceberg.expressions import AlwaysTrue
 
 from bench.cli import main
 from datagen.ingest import ingest_batch
 from pipelines.catalog import create_tables, open_catalog
+from pipelines.engine import DuckDBEngine
+from pipelines.iceberg_io import FileSet, plan
 from tests.events import Event, at, batch
 
-# Characters a URI would have split on or encoded ('#', '?' aside: see GLOB below),
-# and the hive-looking "name=value" of a sweep's folders.
+# Characters a URI would have split on or encoded, and the hive-looking "name=value" of a sweep's folders.
 ODD = "r#1 %41 'q=,:@ x"
+# DuckDB's wildcards (escaped where it reads files), with '#', '%' and a space.
+GLOB = "r[1] *?x# %41 y"
 EVENTS = [
     Event("e1", 1, 10, "US", "tv", at(0, 1), 100, at(0, 2)),
     Event("e2", 2, 11, "BR", "web", at(0, 5), 50, at(0, 6)),
@@ -46,9 +54,10 @@ def table_locations(warehouse: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_tiny_run_under_a_path_with_odd_characters_writes_only_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [ODD, GLOB])
+def test_tiny_run_under_a_path_with_odd_characters_writes_only_there(tmp_path: Path, name: str) -> None:
     before = listing(tmp_path)
-    out = tmp_path / "runs" / ODD
+    out = tmp_path / "runs" / name
     done = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", *TINY_3_DAYS, "--out", str(out)],
         capture_output=True,
@@ -58,6 +67,7 @@ def test_tiny_run_under_a_path_with_odd_characters_writes_only_there(tmp_path: P
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["correctness"]["ips"]["equal_to_oracle"]
+    assert summary["correctness"]["lookback"]["unexplained_mismatched_rows"] == 0
     # Every new file is under --out (parents of --out aside, which the run creates).
     new = {p for p in listing(tmp_path) - before if (tmp_path / p) not in out.parents}
     assert new and all((tmp_path / p).is_relative_to(out) for p in new)
@@ -67,8 +77,8 @@ def test_tiny_run_under_a_path_with_odd_characters_writes_only_there(tmp_path: P
 
 
 def test_catalog_and_metadata_stay_in_a_warehouse_named_with_uri_characters(tmp_path: Path) -> None:
-    """open_catalog itself takes '#' and '?' (the CLI refuses '?' for DuckDB's sake, not the catalog's)."""
-    warehouse = tmp_path / "w#1 ?x %20"
+    """open_catalog itself takes '#', '?' and '[' (the sqlite URL is escaped, the warehouse a plain path)."""
+    warehouse = tmp_path / "w#1 ?x [2] %20"
     catalog = open_catalog(warehouse, create=True)
     try:
         create_tables(catalog, ("ips",))
@@ -84,25 +94,49 @@ def test_catalog_and_metadata_stay_in_a_warehouse_named_with_uri_characters(tmp_
     assert all(loc.startswith(f"{warehouse}/") for loc in table_locations(warehouse))
 
 
-@pytest.mark.parametrize("char", ["?", "[", "*"])
-def test_glob_characters_are_refused_naming_the_character(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], char: str
-) -> None:
-    out = tmp_path / f"r#1 {char}x]"
-    err = bad(["run", "--out", str(out), "--preset", "tiny"], capsys)
-    assert f"holds {char!r}, which DuckDB reads as a wildcard" in err
-    assert listing(tmp_path) == set()
+def test_duckdb_reads_exactly_the_planned_files_under_a_wildcard_name(tmp_path: Path) -> None:
+    """A warehouse copied (cp -r) to "r1" beside "r[1]": read unescaped, "r[1]/..." is a glob matching "r1/..."."""
+    warehouse = tmp_path / "r[1]"
+    catalog = open_catalog(warehouse, create=True)
+    try:
+        create_tables(catalog, ("ips",))
+        ingest_batch(catalog, batch(EVENTS))
+        table = catalog.load_table("source.playback")
+        files = plan(table, AlwaysTrue())
+    finally:
+        catalog.engine.dispose()
+    shutil.copytree(warehouse, tmp_path / "r1")
+    other = batch([dataclasses.replace(e, event_id=f"copy-{e.event_id}") for e in EVENTS])
+    for path in (tmp_path / "r1").rglob("*.parquet"):
+        pq.write_table(other, path)
+    engine = DuckDBEngine()
+    try:
+        engine.bind_input("source", table, files)
+        got = engine.query("SELECT event_id FROM source ORDER BY event_id").column("event_id").to_pylist()
+    finally:
+        engine.close()
+    assert len(files.paths) == 1 and "[" in files.paths[0]
+    assert got == ["e1", "e2"]
 
 
-def test_glob_character_in_an_existing_warehouse_is_refused_by_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A warehouse copied (cp -r) to a wildcard name: DuckDB would read the original's files."""
-    copy = tmp_path / "run[1]"
-    copy.mkdir()
-    err = bad(["process", "--warehouse", str(copy), "--strategy", "ips", "--day", "0"], capsys)
-    assert "holds '['" in err
-    assert listing(tmp_path) == {Path("run[1]")}
+@pytest.mark.parametrize(
+    ("name", "sibling"), [("a*b", "aXb"), ("q?x", "qZx"), ("r[1]", "r1"), ("u[[]v", "u[v"), ("w**", "wxy")]
+)
+def test_exact_file_matches_only_the_file_named(tmp_path: Path, name: str, sibling: str) -> None:
+    """A sibling that the unescaped name matches as a glob is never read; only the named file is."""
+    for n in (name, sibling):
+        (tmp_path / n).mkdir(parents=True)
+        pq.write_table(pa.table({"v": [n]}), tmp_path / n / "f.parquet")
+    path = str(tmp_path / name / "f.parquet")
+    engine = DuckDBEngine()
+    try:
+        engine.bind_files("f", FileSet((path,), 1), pa.schema([("v", pa.string())]))
+        assert engine.query("SELECT v FROM f").column("v").to_pylist() == [name]
+        # Unescaped, DuckDB's glob picks the sibling: what the escaping prevents.
+        unescaped = engine.query(f"SELECT v FROM read_parquet(['{path}'])").column("v").to_pylist()
+        assert sibling in unescaped
+    finally:
+        engine.close()
 
 
 @pytest.fixture
