@@ -9,9 +9,15 @@ makes the check survive snapshot expiry, which removes summaries but never
 properties. Iceberg commits are atomic (the catalog's swap of the metadata
 pointer is the commit point), so a kill at any moment of an ingest leaves the
 batch committed once or not at all: data files written before the kill are
-unreferenced and hold no rows of the table. Not guarded here: two ingests of
-one batch at the same moment, since pyiceberg retries a commit that lost a
-race on the refreshed table without asking again (a lock around ingest does).
+unreferenced and hold no rows of the table.
+
+Two ingests of one batch at the same moment (a scheduler retrying a step it
+thinks hung) both find it absent; the catalog lets one commit land and refuses
+the other, whose base metadata is stale (``CommitFailedException``). pyiceberg
+would retry that commit on the refreshed table by itself, appending the batch
+a second time, so its own retries are off here: the loser reloads the table,
+finds the batch committed and adds nothing, or, if another commit won the race
+(another batch, a delete), appends again with the files it already wrote.
 
 Also reads a user's own events file, checking DESIGN.md's input contract
 before anything is written.
@@ -23,6 +29,8 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -33,16 +41,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, TableProperties
 
 from datagen.model import SOURCE_ARROW_SCHEMA
-from pipelines.iceberg_io import append_files, conform
+from pipelines.iceberg_io import conform, data_files
 from pipelines.pipeline import SOURCE_TABLE
 
 log = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "ipsbench.batch-id"
 BATCH_LEDGER_PREFIX = "ipsbench.batch."
+# Commits an ingest tries before giving up while other writers keep winning the race.
+COMMIT_ATTEMPTS = 10
 # An events file spanning more arrival dates than this is more likely a bad
 # ingest_ts (e.g. 0, the epoch) than a real history: refused unless allowed.
 DEFAULT_MAX_DAYS = 400
@@ -64,12 +76,14 @@ class Ingested:
             for an empty batch or when that snapshot has since been expired.
         appended: False when the batch was already committed (or empty) and nothing was written.
         rows: rows appended by this call.
+        conflicts: commits of this call the catalog refused because another writer committed first.
     """
 
     batch_id: str | None
     snapshot_id: int | None
     appended: bool
     rows: int
+    conflicts: int = 0
 
 
 def batch_id_of(batch: pa.Table) -> str:
@@ -155,21 +169,69 @@ def ingest_arrival(
     table = catalog.load_table(table_name)
     data = conform(table, batch)
     batch_id = batch_id or batch_id_of(data)
-    if is_committed(table, batch_id):
-        existing = _snapshot_of(table, batch_id)
-        log.info(
-            "batch %s is already committed (snapshot %s); nothing appended",
-            batch_id,
-            "since expired" if existing is None else existing,
-        )
-        return Ingested(batch_id, existing, appended=False, rows=0)
-    append_files(
-        table,
-        data,
-        snapshot_properties={BATCH_ID_PROPERTY: batch_id},
-        table_properties={_ledger_key(batch_id): str(data.num_rows)},
+    written: list[DataFile] = []
+    conflicts = 0
+    for attempt in range(COMMIT_ATTEMPTS):
+        if is_committed(table, batch_id):
+            existing = _snapshot_of(table, batch_id)
+            log.info(
+                "batch %s is already committed (snapshot %s); nothing appended",
+                batch_id,
+                "since expired" if existing is None else existing,
+            )
+            _delete_unreferenced(table, written)
+            return Ingested(batch_id, existing, appended=False, rows=0, conflicts=conflicts)
+        # Written once: a retried commit references the same files.
+        written = written or data_files(table.metadata, data, table.io, uuid.uuid4())
+        try:
+            _append_once(table, written, batch_id, data.num_rows)
+        except CommitFailedException:
+            # Refused as a whole by the catalog: nothing of this commit landed.
+            conflicts += 1
+            log.info("batch %s: another writer committed first (attempt %d); checking again", batch_id, attempt + 1)
+            time.sleep(0.05 * (attempt + 1))
+            table = catalog.load_table(table_name)
+            continue
+        table = catalog.load_table(table_name)
+        return Ingested(batch_id, _snapshot_of(table, batch_id), appended=True, rows=data.num_rows, conflicts=conflicts)
+    _delete_unreferenced(table, written)
+    raise CommitFailedException(
+        f"batch {batch_id}: {COMMIT_ATTEMPTS} commits to {table_name} in a row lost to concurrent writers"
     )
-    return Ingested(batch_id, _snapshot_of(table, batch_id), appended=True, rows=data.num_rows)
+
+
+def _append_once(table: Table, files: list[DataFile], batch_id: str, rows: int) -> None:
+    """One APPEND commit of ``files`` recording ``batch_id``, tried once.
+
+    The batch id goes into the snapshot summary and, in the same commit, a
+    table property that outlives snapshot expiry. pyiceberg's own commit
+    retries are off (``commit.retry.num-retries`` 0 on this in-memory view of
+    the table: the catalog applies only the staged updates, so the table keeps
+    its properties): a retry must first check the ledger again.
+
+    Raises:
+        CommitFailedException: the catalog refused the commit (its base is stale); nothing landed.
+    """
+    properties = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    once = Table(
+        table.name(),
+        table.metadata.model_copy(update={"properties": properties}),
+        table.metadata_location,
+        table.io,
+        table.catalog,
+        table.config,
+    )
+    with once.transaction() as tx:
+        tx.set_properties({_ledger_key(batch_id): str(rows)})
+        with tx.update_snapshot(snapshot_properties={BATCH_ID_PROPERTY: batch_id}).fast_append() as add:
+            for f in files:
+                add.append_data_file(f)
+
+
+def _delete_unreferenced(table: Table, files: list[DataFile]) -> None:
+    """Delete data files this ingest wrote but no commit of it references."""
+    for f in files:
+        table.io.delete(f.file_path)
 
 
 def ingest_batch(

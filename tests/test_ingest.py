@@ -1,4 +1,4 @@
-"""Arrival is idempotent: a batch already committed adds nothing, even after expiry or a kill."""
+"""Arrival is idempotent: a batch already committed adds nothing, even after expiry, a kill or a concurrent ingest."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import multiprocessing
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import TableProperties
 
 from bench.scenario import from_preset
 from datagen.ingest import (
@@ -25,7 +28,7 @@ from datagen.ingest import (
 )
 from datagen.model import EventModel, arrival_batch
 from pipelines.catalog import create_tables, open_catalog
-from pipelines.iceberg_io import live_files
+from pipelines.iceberg_io import conform, live_files
 from pipelines.maintenance import expire_history
 from pipelines.pipeline import SOURCE_TABLE
 from tests.events import Event, at, batch
@@ -193,3 +196,125 @@ def test_sigkilled_ingests_hold_each_batch_exactly_once(tmp_path: Path) -> None:
         f"(of {len(orphans) + len(live)}), {time.perf_counter() - t0:.1f} s"
     )
     assert mid_ingest >= 5
+
+
+# -- two ingests of one batch at the same moment ---------------------------------
+
+
+class CommitsFirst:
+    """Another process's commit landing between our check of the ledger and our commit.
+
+    Wraps our catalog's ``commit_table``: on its first call, ``other`` (its own
+    catalog connection, as another process would have) ingests ``rival`` first,
+    so the catalog refuses our commit, whose base metadata is now stale.
+    """
+
+    def __init__(self, catalog: SqlCatalog, other: SqlCatalog, rival: pa.Table) -> None:
+        self.other, self.rival = other, rival
+        self.commit = catalog.commit_table
+        self.raced = False
+
+    def commit_table(self, table: Any, requirements: Any, updates: Any) -> Any:
+        if not self.raced:
+            self.raced = True
+            assert ingest_arrival(self.other, self.rival).appended
+        return self.commit(table, requirements, updates)
+
+
+def data_file_names(warehouse: Path) -> set[str]:
+    return {p.name for p in (warehouse / "source" / "playback").rglob("*.parquet")}
+
+
+@pytest.fixture
+def other(tmp_path: Path, catalog: SqlCatalog) -> Iterator[SqlCatalog]:
+    second = open_catalog(tmp_path / "warehouse")
+    yield second
+    second.engine.dispose()
+
+
+def test_an_ingest_that_loses_the_race_to_the_same_batch_adds_nothing(
+    tmp_path: Path, catalog: SqlCatalog, other: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day0 = arrival_batch(MODEL, 0)
+    racer = CommitsFirst(catalog, other, day0)
+    monkeypatch.setattr(catalog, "commit_table", racer.commit_table)
+    done = ingest_arrival(catalog, day0)
+    assert racer.raced
+    assert (done.appended, done.rows, done.conflicts) == (False, 0, 1)
+    table = catalog.load_table(SOURCE_TABLE)
+    assert len(table.metadata.snapshots) == 1 and done.snapshot_id == table.metadata.current_snapshot_id
+    assert source_rows(catalog).num_rows == day0.num_rows
+    # The loser's data files are deleted: only the winner's remain, every one live.
+    live = {Path(f.file_path).name for f in live_files(table)}
+    assert data_file_names(tmp_path / "warehouse") == live
+    # pyiceberg's retries were turned off for our commit only, never in the table.
+    assert TableProperties.COMMIT_NUM_RETRIES not in table.metadata.properties
+
+
+def test_an_ingest_that_loses_the_race_to_another_batch_appends_once(
+    tmp_path: Path, catalog: SqlCatalog, other: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day0, day1 = arrival_batch(MODEL, 0), arrival_batch(MODEL, 1)
+    racer = CommitsFirst(catalog, other, day1)
+    monkeypatch.setattr(catalog, "commit_table", racer.commit_table)
+    done = ingest_arrival(catalog, day0)
+    assert racer.raced
+    assert (done.appended, done.rows, done.conflicts) == (True, day0.num_rows, 1)
+    table = catalog.load_table(SOURCE_TABLE)
+    assert [s.summary[BATCH_ID_PROPERTY] for s in table.metadata.snapshots if s.summary] == [
+        batch_id_of(conform(table, day1)),
+        batch_id_of(conform(table, day0)),
+    ]
+    assert source_rows(catalog).num_rows == day0.num_rows + day1.num_rows
+    assert data_file_names(tmp_path / "warehouse") == {Path(f.file_path).name for f in live_files(table)}
+
+
+RACE_ROUNDS = 6
+
+
+def ingest_at_once(warehouse: Path, day: int, start: Any, results: Any) -> None:
+    """One of two processes ingesting batch ``day``: both pass ``start`` together, then ingest."""
+    catalog = open_catalog(warehouse)
+    day_batch = arrival_batch(MODEL, day)
+    catalog.load_table(SOURCE_TABLE)  # connected and warm, so that both reach the ledger check together
+    start.wait(timeout=60)
+    done = ingest_arrival(catalog, day_batch)
+    results.put((day, done.appended, done.conflicts))
+    catalog.engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_processes_ingesting_one_batch_at_once_commit_it_once(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse"
+    setup = open_catalog(warehouse, create=True)
+    create_tables(setup, ("ips",))
+    setup.engine.dispose()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    results = context.Queue()
+    for day in range(RACE_ROUNDS):
+        start = context.Barrier(2)
+        jobs = [context.Process(target=ingest_at_once, args=(warehouse, day, start, results)) for _ in range(2)]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join(timeout=120)
+            assert job.exitcode == 0
+    outcomes = sorted(results.get(timeout=10) for _ in range(2 * RACE_ROUNDS))
+    # Each round: one ingest appended, the other added nothing.
+    assert [(day, appended) for day, appended, _ in outcomes] == [
+        (day, appended) for day in range(RACE_ROUNDS) for appended in (False, True)
+    ]
+    # The race happened: a loser passed the ledger check too, and the catalog refused its commit.
+    raced = sum(1 for _, appended, conflicts in outcomes if not appended and conflicts)
+    print(f"{raced} of {RACE_ROUNDS} rounds: the loser's commit was refused and it found the batch committed")
+    assert raced >= 1
+    catalog = open_catalog(warehouse)
+    expected = pa.concat_tables([arrival_batch(MODEL, d) for d in range(RACE_ROUNDS)])
+    got = source_rows(catalog)
+    key = [(c, "ascending") for c in ("event_id", "ingest_ts")]
+    assert got.sort_by(key).equals(expected.sort_by(key).cast(got.schema))
+    table = catalog.load_table(SOURCE_TABLE)
+    assert len(table.metadata.snapshots) == RACE_ROUNDS
+    assert data_file_names(warehouse) == {Path(f.file_path).name for f in live_files(table)}
+    catalog.engine.dispose()
