@@ -6,10 +6,16 @@ its IPS pattern, and which rows a late event it never saw can make wrong --
 live in one ``Stage`` below. Lookback, IPS, the oracle, the equality check
 and its explanations all read this declaration; adding a stage is adding one
 ``Stage`` (and its SQL in ``logic``).
+
+``PIPELINE`` is the built-in pipeline. Everything that walks a pipeline
+(table creation, lookback, IPS workflows, the oracle, the equality check, the
+runner) takes the one it runs as a value, ``PIPELINE`` by default, so a
+pipeline with other stages runs through the same code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -283,24 +289,53 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
-_BY_NAME = {s.name: s for s in PIPELINE}
 
 
-def stage(name: str) -> Stage:
-    """The declaration of stage ``name``."""
-    return _BY_NAME[name]
+def validate(pipeline: Sequence[Stage]) -> tuple[Stage, ...]:
+    """``pipeline`` as a tuple, once its shape is checked.
+
+    Every stage name is unique, and every input is a source table or a stage
+    declared earlier (lineage order: a stage runs after what it reads).
+
+    Raises:
+        ValueError: naming the stage and what is wrong with it.
+    """
+    sources = {s.name for s in SOURCES}
+    seen: set[str] = set()
+    for s in pipeline:
+        if s.name in seen:
+            raise ValueError(f"stage {s.name} is declared twice")
+        for i in s.inputs:
+            if i.name not in (sources if i.is_source else seen):
+                raise ValueError(
+                    f"stage {s.name} reads {i.name}: neither a source table nor a stage declared before it"
+                )
+        seen.add(s.name)
+    return tuple(pipeline)
 
 
-def sources_of(name: str) -> tuple[str, ...]:
+validate(PIPELINE)
+
+
+def stage(name: str, pipeline: Sequence[Stage] = PIPELINE) -> Stage:
+    """The declaration of stage ``name`` in ``pipeline``."""
+    for s in pipeline:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name} in the pipeline ({', '.join(s.name for s in pipeline)})")
+
+
+def sources_of(name: str, pipeline: Sequence[Stage] = PIPELINE) -> tuple[str, ...]:
     """The source tables whose rows reach stage ``name``, directly or through earlier stages."""
     out: list[str] = []
-    for i in stage(name).inputs:
-        for s in (i.name,) if i.is_source else sources_of(i.name):
+    for i in stage(name, pipeline).inputs:
+        for s in (i.name,) if i.is_source else sources_of(i.name, pipeline):
             if s not in out:
                 out.append(s)
     return tuple(out)
 
 
-def upstream(name: str) -> tuple[Stage, ...]:
+def upstream(name: str, pipeline: Sequence[Stage] = PIPELINE) -> tuple[Stage, ...]:
     """The stages before ``name`` in lineage order (what must run first)."""
-    return PIPELINE[: STAGES.index(name)]
+    stages = tuple(pipeline)
+    return stages[: stages.index(stage(name, stages))]
