@@ -16,6 +16,7 @@ Anything else is unexplained: a bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pipelines import logic, oracle
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import plan
-from pipelines.pipeline import PIPELINE, SOURCE_TABLE, SOURCES, sources_of, stage
+from pipelines.pipeline import PIPELINE, SOURCE_TABLE, SOURCES, Stage, sources_of
 
 SOURCE = oracle.relation(SOURCE_TABLE)
 
@@ -109,13 +110,13 @@ def bind_deleted_upstream(engine: DuckDBEngine, daily: str, candidates: str) -> 
 _SQL_TYPES = {"string": "VARCHAR", "long": "BIGINT", "int": "INTEGER", "date": "DATE", "timestamptz": "TIMESTAMPTZ"}
 
 
-def _row_hash(stage_name: str) -> str:
+def _row_hash(stage: Stage) -> str:
     """A 64-bit hash of a row's every column, typed alike on both sides."""
-    fields = stage(stage_name).schema.fields
+    fields = stage.schema.fields
     return "hash(" + ", ".join(f"CAST({f.name} AS {_SQL_TYPES[str(f.field_type)]})" for f in fields) + ")"
 
 
-def _mismatched_keys(engine: DuckDBEngine, stage_name: str, rel: str, oracle: str) -> int:
+def _mismatched_keys(engine: DuckDBEngine, stage: Stage, rel: str, oracle: str) -> int:
     """Materialize ``mismatched_keys``: keys whose rows differ between ``rel`` and ``oracle``; returns their count.
 
     Partitions are first compared by fingerprint (row count and the sum of
@@ -123,8 +124,8 @@ def _mismatched_keys(engine: DuckDBEngine, stage_name: str, rel: str, oracle: st
     compared row by row, as (key, row hash) multisets. Two different rows
     compare equal only if their 64-bit hashes collide.
     """
-    h = _row_hash(stage_name)
-    key = ", ".join(stage(stage_name).key)
+    h = _row_hash(stage)
+    key = ", ".join(stage.key)
 
     def fingerprint(relation: str) -> str:
         return f"SELECT event_date, COUNT(*) AS n, SUM(CAST({h} AS HUGEINT)) AS s FROM {relation} GROUP BY event_date"
@@ -157,9 +158,9 @@ def _mismatched_keys(engine: DuckDBEngine, stage_name: str, rel: str, oracle: st
     return engine.materialize("mismatched_keys", f"{keys(rel)} UNION {keys(oracle)}")
 
 
-def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage_name: str) -> str:
-    table = catalog.load_table(stage(stage_name).table(strategy))
-    rel = f"{strategy}_{stage_name}"
+def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: Stage) -> str:
+    table = catalog.load_table(stage.table(strategy))
+    rel = f"{strategy}_{stage.name}"
     files = plan(table, AlwaysTrue())
     if files.delete_files:
         # Merge-on-read (Spark): pyiceberg's scan applies the row-level deletes.
@@ -169,21 +170,29 @@ def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage_name: str
     return rel
 
 
-def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days: int | None = None) -> Verdict:
-    """Compare ``strategy``'s table of every stage with the oracle relations already computed.
+def compare(
+    engine: DuckDBEngine,
+    catalog: Catalog,
+    strategy: str,
+    lookback_days: int | None = None,
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
+) -> Verdict:
+    """Compare ``strategy``'s table of every stage of ``pipeline`` with the oracle relations already computed.
 
     Args:
         lookback_days: for the lookback, the window that explains mismatches.
+        pipeline: the stages to compare (``oracle.compute`` ran the same).
     """
-    rels = {s.name: _bind(engine, catalog, strategy, s.name) for s in PIPELINE}
+    rels = {s.name: _bind(engine, catalog, strategy, s) for s in pipeline}
     beyond = deleted = None
     if lookback_days is not None:
         beyond = bind_beyond_window(engine, lookback_days)
     total = unexplained = 0
     per_stage = {}
-    first = PIPELINE[0]  # its key is the event's: its mismatches name the deleted events
-    for s in PIPELINE:
-        mismatched = _mismatched_keys(engine, s.name, rels[s.name], oracle.relation(s.name))
+    first = pipeline[0]  # its key is the event's: its mismatches name the deleted events
+    for s in pipeline:
+        mismatched = _mismatched_keys(engine, s, rels[s.name], oracle.relation(s.name))
         if lookback_days is not None and s is first:
             deleted = bind_deleted_upstream(engine, rels[first.name], "mismatched_keys")
             engine.materialize(
@@ -193,7 +202,7 @@ def compare(engine: DuckDBEngine, catalog: Catalog, strategy: str, lookback_days
             )
         stage_unexplained = mismatched
         if beyond is not None and mismatched:
-            reaching = ", ".join(f"'{name}'" for name in sources_of(s.name))
+            reaching = ", ".join(f"'{name}'" for name in sources_of(s.name, pipeline))
             cond = " AND ".join([f"b.source_table IN ({reaching})", *(f"m.{c} = b.{c}" for c in s.affected_by)])
             if s.carry is not None:  # carried forward: the rows on and after the event's date
                 cond += " AND m.event_date >= b.event_date"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Engine
 from pipelines.ips import workflow as ips
 from pipelines.maintenance import compact, expire_history
-from pipelines.pipeline import IMPRESSIONS_TABLE, SOURCE_TABLE, STAGES
+from pipelines.pipeline import IMPRESSIONS_TABLE, PIPELINE, SOURCE_TABLE, Stage
 
 
 @dataclass
@@ -78,21 +78,29 @@ def make_engine(name: str, warehouse: Path, spark_master: str = "local[*]") -> E
     return DuckDBEngine()
 
 
-def run_strategy_stage(ctx: StageContext, strategy: str, stage: str, processing_date: date, scenario: Scenario) -> None:
+def run_strategy_stage(
+    ctx: StageContext,
+    strategy: str,
+    stage: str,
+    processing_date: date,
+    scenario: Scenario,
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
+) -> None:
     """One stage of one strategy: what differs is only which rows it reads and how it writes."""
     if strategy == "lookback":
-        lookback.run_stage(ctx, stage, processing_date, scenario.lookback_days)
+        lookback.run_stage(ctx, stage, processing_date, scenario.lookback_days, pipeline=pipeline)
     else:
-        ips.run_stage(ctx, stage)
+        ips.run_stage(ctx, stage, pipeline=pipeline)
 
 
-def check(catalog: SqlCatalog, scenario: Scenario) -> dict[str, Verdict]:
-    """Recompute the oracle and compare every strategy's tables with it."""
+def check(catalog: SqlCatalog, scenario: Scenario, *, pipeline: Sequence[Stage] = PIPELINE) -> dict[str, Verdict]:
+    """Recompute the oracle of ``pipeline`` and compare every strategy's tables of it with the oracle."""
     engine = DuckDBEngine()
     try:
-        oracle.compute(engine, catalog)
+        oracle.compute(engine, catalog, pipeline=pipeline)
         return {
-            s: compare(engine, catalog, s, scenario.lookback_days if s == "lookback" else None)
+            s: compare(engine, catalog, s, scenario.lookback_days if s == "lookback" else None, pipeline=pipeline)
             for s in scenario.strategies
         }
     finally:
@@ -104,20 +112,24 @@ def check(catalog: SqlCatalog, scenario: Scenario) -> dict[str, Verdict]:
 SOURCE_COMPACT_MIN_FILES = 16
 
 
-def _maintain(catalog: SqlCatalog, scenario: Scenario, base: dict[str, Any]) -> list[dict[str, Any]]:
+def _maintain(
+    catalog: SqlCatalog, scenario: Scenario, base: dict[str, Any], pipeline: Sequence[Stage] = PIPELINE
+) -> list[dict[str, Any]]:
     """Periodic upkeep a real deployment runs, timed apart from the stages.
 
     Shared: compact the source's small late-data files, expire snapshots.
     IPS's own: its MERGE appends a small file per changed partition each run,
-    so ``ips.playback_daily`` is compacted too, and that cost is charged to IPS.
+    so the targets of its MERGE stages (``ips.playback_daily``) are compacted
+    too, and that cost is charged to IPS.
     """
     rows = []
     jobs: list[tuple[str, str, Callable[[], int]]] = [
         ("shared", "compaction", lambda: compact(catalog.load_table(SOURCE_TABLE), SOURCE_COMPACT_MIN_FILES)[0]),
     ]
-    if "ips" in scenario.strategies:
-        jobs.append(("ips", "compaction", lambda: compact(catalog.load_table("ips.playback_daily"))[0]))
-    tables = [SOURCE_TABLE] + [f"{s}.{stage}" for s in scenario.strategies for stage in STAGES]
+    merged = [s.table("ips") for s in pipeline if s.pattern == "merge"]
+    if "ips" in scenario.strategies and merged:
+        jobs.append(("ips", "compaction", lambda: sum(compact(catalog.load_table(t))[0] for t in merged)))
+    tables = [SOURCE_TABLE] + [stage.table(s) for s in scenario.strategies for stage in pipeline]
     jobs.append(("shared", "expiry", lambda: sum(expire_history(catalog.load_table(t)) for t in tables)))
     for strategy, stage, job in jobs:
         rec = StageRecorder()
@@ -147,12 +159,14 @@ def simulate(
     events: EventsFile | None = None,
     progress: bool = True,
     on_day: Callable[[int], None] | None = None,
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
 ) -> RunResult:
-    """Run the whole scenario into ``warehouse``; returns per-stage rows and verdicts."""
+    """Run the whole scenario, every stage of ``pipeline``, into ``warehouse``; returns per-stage rows and verdicts."""
     batches = Batches(scenario, events)
     result = RunResult(start_date=batches.start_date)
     catalog = open_catalog(warehouse, create=True)
-    create_tables(catalog, scenario.strategies, scenario.merge_mode)
+    create_tables(catalog, scenario.strategies, scenario.merge_mode, pipeline=pipeline)
     t0 = time.perf_counter()
     engine = make_engine(scenario.engine, warehouse, scenario.spark_master)
     result.engine_start_s = time.perf_counter() - t0
@@ -193,24 +207,24 @@ def simulate(
                 )
             walls: dict[str, float] = {}
             for strategy in days_order(scenario.strategies, day):
-                for stage in STAGES:
+                for stage in pipeline:
                     rec = StageRecorder()
                     ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
                     with rec.timed():
-                        run_strategy_stage(ctx, strategy, stage, processing_date, scenario)
+                        run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=pipeline)
                     row = rec.row()
                     walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
-                    result.rows.append({**base, "strategy": strategy, "stage": stage, **row})
+                    result.rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
             every = scenario.maintenance_every_days
             if every and day % every == every - 1:
-                result.rows.extend(_maintain(catalog, scenario, base))
+                result.rows.extend(_maintain(catalog, scenario, base, pipeline))
             if scenario.check == "daily":
-                verdicts = check(catalog, scenario)
+                verdicts = check(catalog, scenario, pipeline=pipeline)
                 result.daily_checks.append({"day": day, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}})
             if on_day is not None:
                 on_day(day)
             bar.update(day + 1, "  ".join(f"{s} {w:.2f}s" for s, w in walls.items()))
-        result.verdicts = check(catalog, scenario)
+        result.verdicts = check(catalog, scenario, pipeline=pipeline)
     finally:
         engine.close()
     result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -7,13 +7,14 @@ the same name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyiceberg.catalog.sql import SqlCatalog
 from sqlalchemy.engine import URL
 
 from pipelines import pyiceberg_compat
-from pipelines.pipeline import PIPELINE, SOURCES
+from pipelines.pipeline import PIPELINE, SOURCES, Stage, validate
 
 CATALOG_NAME = "ipsbench"
 
@@ -70,14 +71,22 @@ def open_catalog(warehouse: Path, create: bool = False, catalog_uri: str | None 
     )
 
 
-def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...], ips_merge_mode: str = "copy-on-write") -> None:
-    """Create the source table and each strategy's target table of every stage.
+def create_tables(
+    catalog: SqlCatalog,
+    strategies: tuple[str, ...],
+    ips_merge_mode: str = "copy-on-write",
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
+) -> None:
+    """Create the source tables and each strategy's target table of every stage of ``pipeline``.
 
     Args:
         ips_merge_mode: ``write.merge.mode`` of the IPS targets. Spark honours
             ``merge-on-read`` (delete files instead of rewritten files); pyiceberg
             always writes copy-on-write.
+        pipeline: the stages whose targets to create (checked by ``validate``).
     """
+    stages = validate(pipeline)
     catalog.create_namespace_if_not_exists("source")
     for source in SOURCES:
         catalog.create_table_if_not_exists(
@@ -86,7 +95,7 @@ def create_tables(catalog: SqlCatalog, strategies: tuple[str, ...], ips_merge_mo
     for ns in strategies:
         catalog.create_namespace_if_not_exists(ns)
         properties = {**TABLE_PROPERTIES, **({"write.merge.mode": ips_merge_mode} if ns == "ips" else {})}
-        for stage in PIPELINE:
+        for stage in stages:
             catalog.create_table_if_not_exists(
                 stage.table(ns), stage.schema, partition_spec=stage.spec, properties=properties
             )

@@ -7,10 +7,11 @@ statement uses, and each stage writes once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from pipelines.context import StageContext
-from pipelines.pipeline import Strategy, stage
+from pipelines.pipeline import PIPELINE, Stage, Strategy, stage
 from pipelines.recompute import recompute
 
 STRATEGY: Strategy = "lookback"
@@ -28,8 +29,16 @@ def window_dates(processing_date: date, lookback_days: int) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def run_stage(ctx: StageContext, stage_name: str, processing_date: date, lookback_days: int) -> None:
-    """Recompute ``stage_name`` for the window ending on ``processing_date``."""
+def run_stage(
+    ctx: StageContext,
+    stage_name: str,
+    processing_date: date,
+    lookback_days: int,
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
+) -> None:
+    """Recompute stage ``stage_name`` of ``pipeline`` for the window ending on ``processing_date``."""
+    declared = stage(stage_name, pipeline)
     dates = window_dates(processing_date, lookback_days)
     ctx.recorder.note(pattern="lookback", partitions=len(dates))
-    recompute(ctx, stage(stage_name), STRATEGY, dates)
+    recompute(ctx, declared, STRATEGY, dates)

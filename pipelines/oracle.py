@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -9,7 +11,7 @@ from pyiceberg.table import Table
 
 from pipelines.engine import DuckDBEngine, Inputs, PartitionedInput
 from pipelines.iceberg_io import FileSet, partition_dates, plan
-from pipelines.pipeline import PIPELINE, SOURCES
+from pipelines.pipeline import PIPELINE, SOURCES, Stage
 
 PREFIX = "oracle_"
 
@@ -19,8 +21,8 @@ def relation(name: str) -> str:
     return PREFIX + name.replace(".", "_")
 
 
-def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
-    """Recompute every stage from all source rows into engine temp tables.
+def compute(engine: DuckDBEngine, catalog: Catalog, *, pipeline: Sequence[Stage] = PIPELINE) -> dict[str, str]:
+    """Recompute every stage of ``pipeline`` from all source rows into engine temp tables.
 
     Every source table is bound whole as its oracle relation. A stage reading
     only source tables runs a few dates at a time (its logic is local to a
@@ -37,7 +39,7 @@ def compute(engine: DuckDBEngine, catalog: Catalog) -> dict[str, str]:
         sources[source.name] = (table, plan(table, AlwaysTrue()))
         engine.bind_input(relation(source.name), table, sources[source.name][1])
     out: dict[str, str] = {}
-    for stage in PIPELINE:
+    for stage in pipeline:
         if all(i.is_source for i in stage.inputs):
             # Every piece binds all the dates any input holds.
             dates = sorted({d for i in stage.inputs for d in partition_dates(sources[i.name][0])})

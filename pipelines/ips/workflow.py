@@ -7,6 +7,7 @@ exactly-once results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipelines.context import StageContext
@@ -14,7 +15,7 @@ from pipelines.iceberg_io import partition_dates
 from pipelines.ips.capture import Capture, ip_capture
 from pipelines.ips.patterns import NAMESPACE, PATTERNS
 from pipelines.ips.state import StateLog, ip_commit, watermark
-from pipelines.pipeline import PIPELINE, Input, Pattern, Stage
+from pipelines.pipeline import PIPELINE, Input, Pattern, Stage, stage, validate
 from pipelines.recompute import recompute
 
 STRATEGY = NAMESPACE
@@ -45,7 +46,13 @@ class Workflow:
         return self.input_tables[0]
 
 
-WORKFLOWS: dict[str, Workflow] = {s.name: Workflow(s) for s in PIPELINE}
+def workflows(pipeline: Sequence[Stage] = PIPELINE) -> dict[str, Workflow]:
+    """The IPS workflow of every stage of ``pipeline``, by stage name, in lineage order."""
+    return {s.name: Workflow(s) for s in validate(pipeline)}
+
+
+# The built-in pipeline's workflows (what ``ipsbench state`` lists).
+WORKFLOWS: dict[str, Workflow] = workflows()
 
 
 def _capture(ctx: StageContext, wf: Workflow, stage_input: Input, log: StateLog) -> tuple[Capture, int | None]:
@@ -63,15 +70,15 @@ def _capture(ctx: StageContext, wf: Workflow, stage_input: Input, log: StateLog)
     return cap, run_id
 
 
-def run_stage(ctx: StageContext, stage: str) -> Capture:
-    """Run the IPS workflow of ``stage`` once; returns what it captured (of its first input).
+def run_stage(ctx: StageContext, stage_name: str, *, pipeline: Sequence[Stage] = PIPELINE) -> Capture:
+    """Run the IPS workflow of stage ``stage_name`` of ``pipeline`` once; returns what it captured (of its first input).
 
     A workflow with several inputs captures each and recomputes the union of
     their changed dates (the range pattern); each input's watermark moves on
     its own, so a crash between two commits makes the next run recompute the
     other input's dates again: idempotent.
     """
-    wf = WORKFLOWS[stage]
+    wf = Workflow(stage(stage_name, pipeline))
     log = StateLog(ctx.catalog)
     ctx.recorder.note(pattern=wf.pattern)
     captured = [_capture(ctx, wf, i, log) for i in wf.stage.inputs]
