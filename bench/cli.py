@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import sweep
 from bench.contract import (
@@ -34,8 +34,20 @@ from bench.contract import (
     SWEEP_SUMMARY,
     pct,
 )
-from bench.options import BadInput, add_scenario_options, check_new_dir, events_for, scenario_from_args
+from bench.options import (
+    BadInput,
+    add_scenario_options,
+    check_new_dir,
+    events_for,
+    scenario_from_args,
+    warehouse_events,
+)
 from bench.scenario import ENGINES, BadScenario, Scenario
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from datagen.ingest import Ingested
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,10 +210,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     wh = Path(args.warehouse)
     check_new_dir(wh, "--warehouse")
+    # The events file is read and checked as 'run' does, before anything is written; the
+    # scenario records it and its arrival dates, and 'ingest --day P' takes batch P from it.
+    scenario, events = events_for(scenario, args.max_days)
     wh.mkdir(parents=True, exist_ok=True)
     (wh / SCENARIO_FILE).write_text(json.dumps(scenario.as_dict(), indent=2))
     create_tables(open_catalog(wh, create=True), scenario.strategies, scenario.merge_mode)
-    print(f"initialized {wh} ({scenario.preset}, {scenario.days} days)")
+    if events is None:
+        what = scenario.preset
+    else:
+        what = f"events file {scenario.events_file}: {events.table.num_rows:,} rows arriving {events.first_arrival}"
+        what += f" to {events.last_arrival}" + (", with impressions" if events.impressions is not None else "")
+    print(f"initialized {wh} ({what}, {scenario.days} days)")
     return EXIT_OK
 
 
@@ -219,14 +239,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         if not 0 <= args.day < scenario.days:
             raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
-        batch = arrival_batch(scenario.event_model(), args.day)
-        shown = impression_batch(scenario.event_model(), args.day, scenario.impressions)
-        done = ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE)
-        print(f"impressions: {'ingested' if done.appended else 'already committed or none:'} {shown.num_rows:,}")
-    done = ingest_arrival(catalog, batch)
-    what = "ingested" if done.appended else "already committed, nothing appended:"
-    print(f"{what} {batch.num_rows:,} events (snapshot {done.snapshot_id})")
+        if scenario.events_file is not None:
+            # Initialized with --events: batch P is the file's arrival date P, as 'run' ingests it.
+            events = warehouse_events(scenario, Path(args.warehouse))
+            batch = events.batches[args.day]
+            shown = events.impressions[args.day] if events.impressions is not None else None
+        else:
+            batch = arrival_batch(scenario.event_model(), args.day)
+            shown = impression_batch(scenario.event_model(), args.day, scenario.impressions)
+        if shown is None:
+            print("impressions: none (initialized without --impressions)")
+        else:
+            _ingested("impressions", shown, ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE))
+    _ingested("events", batch, ingest_arrival(catalog, batch))
     return EXIT_OK
+
+
+def _ingested(what: str, batch: pa.Table, done: Ingested) -> None:
+    if batch.num_rows == 0:
+        print(f"{what}: none arrive in this batch")
+    elif done.appended:
+        print(f"{what}: ingested {batch.num_rows:,} (snapshot {done.snapshot_id})")
+    else:
+        print(f"{what}: batch already committed, nothing appended ({batch.num_rows:,} rows)")
 
 
 def _check_spark() -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.scenario import PRESETS, Scenario, from_preset
+from bench.scenario import MAX_DAYS, PRESETS, Scenario, from_preset
 
 if TYPE_CHECKING:
     from datagen.ingest import EventsFile
@@ -31,8 +32,17 @@ def _fraction(text: str) -> float:
 def add_scenario_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scenario (defaults come from the preset)")
     g.add_argument("--preset", default="small", help=f"starting point: {', '.join(PRESETS)} (default small)")
-    g.add_argument("--days", type=int, help="processing days to simulate, one arrival batch each")
-    g.add_argument("--warmup-days", type=int, help="first days run but left out of totals")
+    g.add_argument(
+        "--days",
+        type=int,
+        help="processing days to simulate, one arrival batch each (refused with --events: its arrival dates are)",
+    )
+    g.add_argument(
+        "--warmup-days",
+        type=int,
+        help="first days run but left out of totals (default: the preset's; with --events 0, "
+        "and it must be fewer than the file's arrival dates)",
+    )
     g.add_argument("--events-per-day", type=int, help="original events per arrival batch")
     g.add_argument("--late-fraction", type=_fraction, help="share of events arriving >= 1 day late, in [0, 1)")
     g.add_argument("--lookback-days", type=int, help="the lookback window X in days (>= 1)")
@@ -79,7 +89,9 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         "--events",
         dest="events_file",
         metavar="FILE.parquet",
-        help="ingest your own events (source columns, UTC timestamps) instead of generating",
+        help="ingest your own events (source columns, UTC timestamps) instead of generating: one processing "
+        "day per UTC date of ingest_ts from the first to the last (--days is refused; warm-up is 0 unless "
+        "--warmup-days, which must be fewer than those days)",
     )
     g.add_argument(
         "--impressions",
@@ -101,10 +113,22 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     impressions_file = str(Path(args.impressions_file).resolve()) if args.impressions_file else None
     if impressions_file and not events_file:
         raise BadInput("--impressions needs --events: without an events file the generator makes impressions")
+    days, warmup_days = args.days, args.warmup_days
+    if events_file:
+        if days is not None:
+            raise BadInput(
+                "--days does not apply with --events: the file's arrival dates (UTC dates of ingest_ts, "
+                "first to last) are the processing days"
+            )
+        # The file's arrival dates replace this in events_for; until then the most a scenario may
+        # have, so that any warm-up the file may allow passes. Warm-up 0 unless asked for: with the
+        # preset's, a short file would be measured on its last day or two without a word.
+        days = MAX_DAYS
+        warmup_days = 0 if warmup_days is None else warmup_days
     return from_preset(
         args.preset,
-        days=args.days,
-        warmup_days=args.warmup_days,
+        days=days,
+        warmup_days=warmup_days,
         events_per_day=args.events_per_day,
         late_fraction=args.late_fraction,
         lookback_days=args.lookback_days,
@@ -175,20 +199,17 @@ def check_new_dir(path: Path, what: str) -> Path:
     return resolved
 
 
-def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenario, EventsFile | None]:
-    """The scenario's events file, read and checked, and the scenario with the file's dates and days.
-
-    Without an events file: the scenario unchanged and no events (the generator makes them).
+def read_events(scenario: Scenario, max_days: int | None = None) -> EventsFile:
+    """The scenario's events file (and impressions file), read and checked; ``BadInput`` if broken.
 
     Args:
         max_days: the most arrival dates a file may span (default: the ingest's limit).
     """
-    if scenario.events_file is None:
-        return scenario, None
     # Reading the file goes through the ingest code, which loads pyiceberg: only when there is a file.
     from datagen.ingest import DEFAULT_MAX_DAYS, BadEventsFile, EventsFile, read_events_file
     from datagen.model import IMPRESSIONS_ARROW_SCHEMA
 
+    assert scenario.events_file is not None
     limit = DEFAULT_MAX_DAYS if max_days is None else max_days
     try:
         events = EventsFile.read(Path(scenario.events_file), limit)
@@ -197,12 +218,52 @@ def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenari
             events = events.with_impressions(read_events_file(path, limit, IMPRESSIONS_ARROW_SCHEMA), path)
     except BadEventsFile as e:
         raise BadInput(str(e)) from None
+    return events
+
+
+def events_for(scenario: Scenario, max_days: int | None = None) -> tuple[Scenario, EventsFile | None]:
+    """The scenario's events file, read and checked, and the scenario with the file's dates and days.
+
+    The file's arrival dates are the processing days: day 0 is its first arrival
+    date, and ``days`` the dates from the first to the last. Its warm-up (0
+    unless given) must leave at least one day to measure.
+
+    Without an events file: the scenario unchanged and no events (the generator makes them).
+
+    Args:
+        max_days: the most arrival dates a file may span (default: the ingest's limit).
+    """
+    if scenario.events_file is None:
+        return scenario, None
+    events = read_events(scenario, max_days)
+    if scenario.warmup_days >= events.days:
+        raise BadInput(
+            f"--warmup-days {scenario.warmup_days} leaves no day to measure: the events file {scenario.events_file} "
+            f"has {events.days} arrival date(s) ({events.first_arrival} to {events.last_arrival}); "
+            f"give at most {events.days - 1}"
+        )
     scenario = Scenario.from_dict(
-        {
-            **scenario.as_dict(),
-            "start_date": events.first_arrival.isoformat(),
-            "days": events.days,
-            "warmup_days": min(scenario.warmup_days, events.days - 1),
-        }
-    )
+        {**scenario.as_dict(), "start_date": events.first_arrival.isoformat(), "days": events.days}
+    ).validate()
     return scenario, events
+
+
+def warehouse_events(scenario: Scenario, warehouse: Path) -> EventsFile:
+    """The events file a warehouse was initialized with, read again and checked against its dates.
+
+    ``ipsbench init --events FILE`` recorded the file and its arrival dates in
+    the warehouse's scenario; each ``ingest --day P`` takes batch P from it.
+    """
+    assert scenario.events_file is not None
+    try:
+        # The span was allowed at init; the scenario's own bound is the most it can be.
+        events = read_events(scenario, MAX_DAYS)
+    except BadInput as e:
+        raise BadInput(f"{e} (the events file {warehouse} was initialized with)") from None
+    if (events.first_arrival, events.days) != (scenario.start_date, scenario.days):
+        raise BadInput(
+            f"events file {scenario.events_file} changed since 'ipsbench init': it now arrives "
+            f"{events.first_arrival} to {events.last_arrival}, {warehouse} was initialized for "
+            f"{scenario.start_date} to {scenario.start_date + timedelta(days=scenario.days - 1)}"
+        )
+    return events
