@@ -8,12 +8,14 @@ error, 130/143 stopped by Ctrl-C/SIGTERM; every failure is one line on stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -53,26 +55,87 @@ if TYPE_CHECKING:
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = Path(args.out)
-    check_new_dir(out, "--out")
+    written = [_Written.before(check_new_dir(out, "--out"))]
     warehouse_root = Path(args.warehouse) if args.warehouse else out / "warehouse"
     if args.warehouse:
-        check_new_dir(warehouse_root, "--warehouse")
+        written.append(_Written.before(check_new_dir(warehouse_root, "--warehouse")))
     if scenario.engine == "spark":
         _check_spark()
     scenario, events = events_for(scenario, args.max_days)
 
     from bench.execute import run_scenario
 
-    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         summary, report, ok = run_scenario(scenario, events, out, warehouse_root, progress=not args.quiet)
     except BaseException:
-        if created and not (out / SUMMARY_JSON).exists():
-            shutil.rmtree(out, ignore_errors=True)
+        # Interrupted (Ctrl-C, SIGTERM) or failed before the results were written: remove
+        # what this run wrote, --out and a --warehouse given apart, so a re-run starts afresh.
+        # A finished run's results stay whatever failed after them.
+        if not (out / SUMMARY_JSON).exists():
+            _undo(written)
         raise
     print_summary(summary, report)
     return EXIT_OK if ok else EXIT_MISMATCH
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A directory a run writes into, as it was before: ``top`` is what the run creates
+    (the directory, or its first missing parent), or the directory itself when it
+    already existed (empty, as ``check_new_dir`` demands)."""
+
+    top: Path
+    existed: bool
+
+    @staticmethod
+    def before(path: Path) -> _Written:
+        top = path
+        while not top.parent.exists():
+            top = top.parent
+        return _Written(top, path.exists())
+
+
+def _undo(written: Sequence[_Written]) -> None:
+    """Put each directory back as it was: removed if the run created it, emptied if it was given empty."""
+    with _signals_ignored():
+        _stop_pyiceberg_writers()
+        for w in written:
+            if not w.existed:
+                shutil.rmtree(w.top, ignore_errors=True)
+            elif w.top.is_dir():
+                for child in w.top.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM during the cleanup is ignored: the first already stops the run."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop_pyiceberg_writers() -> None:
+    """Wait for pyiceberg's writer threads, which an interrupt of the main thread leaves running.
+
+    They write data files into the warehouse: removed under them, a directory would be
+    created again by the next file. The executor is dropped, so that a later call in this
+    process (tests call ``main`` repeatedly) gets a fresh one.
+    """
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    executor = ExecutorFactory._instance
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
+        ExecutorFactory._instance = None
 
 
 def print_summary(summary: dict[str, Any], report: Path) -> None:

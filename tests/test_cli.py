@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -288,3 +289,74 @@ def test_sigterm_exits_143_with_one_line(
     assert capsys.readouterr().err == "ipsbench: terminated\n"
     assert not out.exists()
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is main's only
+
+
+def test_an_interrupted_run_puts_out_and_a_separate_warehouse_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --warehouse created under a new parent is removed with that parent; a given empty --out is emptied."""
+
+    def interrupted_midway(scenario, events, out, warehouse, *args, **kwargs):
+        (warehouse / "source" / "data").mkdir(parents=True)
+        (warehouse / "source" / "data" / "part.parquet").write_text("x")
+        (out / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bench.execute.run_scenario", interrupted_midway)
+    out = tmp_path / "out"
+    out.mkdir()
+    warehouse = tmp_path / "new" / "warehouse"
+    assert main(["run", "--out", str(out), "--warehouse", str(warehouse), "--preset", "tiny", "--quiet"]) == 130
+    assert capsys.readouterr().err == "ipsbench: interrupted\n"
+    assert sorted(tmp_path.rglob("*")) == [out]
+
+
+def test_a_run_failing_after_its_results_keeps_them_and_its_warehouse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails_after_results(scenario, events, out, warehouse, *args, **kwargs):
+        warehouse.mkdir()
+        (warehouse / "catalog.db").write_text("x")
+        (out / "summary.json").write_text("{}")
+        raise RuntimeError("report: disk full")
+
+    monkeypatch.setattr("bench.execute.run_scenario", fails_after_results)
+    out, warehouse = tmp_path / "out", tmp_path / "warehouse"
+    assert main(["run", "--out", str(out), "--warehouse", str(warehouse), "--preset", "tiny", "--quiet"]) == 3
+    assert capsys.readouterr().err.startswith("ipsbench: internal error: RuntimeError: report: disk full")
+    assert (out / "summary.json").read_text() == "{}" and (warehouse / "catalog.db").read_text() == "x"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stop", "status", "line"),
+    [(signal.SIGTERM, 143, "ipsbench: terminated\n"), (signal.SIGINT, 130, "ipsbench: interrupted\n")],
+)
+def test_a_signal_mid_run_removes_out_and_its_separate_warehouse(
+    tmp_path: Path, stop: signal.Signals, status: int, line: str
+) -> None:
+    out, warehouse = tmp_path / "out", tmp_path / "warehouse"
+    command = ["run", "--preset", "tiny", "--out", str(out), "--warehouse", str(warehouse), "--quiet"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        # Stopped once the run has written a table's data files into the warehouse.
+        while not any((warehouse / "source").rglob("*.parquet")):
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "no data file written in 300 s"
+            time.sleep(0.01)
+        run.send_signal(stop)
+        _, err = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == status
+    assert err == line
+    assert not out.exists() and not warehouse.exists()
+    assert list(tmp_path.iterdir()) == []
