@@ -34,6 +34,11 @@ def listing(root: Path) -> dict[Path, int]:
     return {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
+def outside(files: dict[Path, int], root: Path, warehouse: Path) -> dict[Path, int]:
+    """The files of a ``listing`` of ``root`` that are not in ``warehouse``."""
+    return {p: t for p, t in files.items() if not (root / p).is_relative_to(warehouse)}
+
+
 def refused(args: list[str], root: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """Run ``args``: exit 2, one line on stderr (returned), nothing under ``root`` created or changed."""
     before = listing(root)
@@ -162,9 +167,7 @@ def test_init_with_an_events_file_then_step_by_step_holds_exactly_the_file(
     assert sorted_rows(playback) == sorted_rows(pq.read_table(files[0]).cast(playback.schema))
     assert sorted_rows(shown) == sorted_rows(pq.read_table(files[1]).cast(shown.schema))
     # Only the warehouse changed.
-    assert {p: t for p, t in listing(tmp_path).items() if not (tmp_path / p).is_relative_to(wh)} == {
-        p: t for p, t in inputs.items() if not (tmp_path / p).is_relative_to(wh)
-    }
+    assert outside(listing(tmp_path), tmp_path, wh) == outside(inputs, tmp_path, wh)
 
 
 def test_ingest_refuses_an_events_file_changed_since_init(
@@ -277,6 +280,7 @@ def test_ingest_events_into_a_generator_warehouse_passes_the_check(
     assert main(["init", "--warehouse", str(wh), *init, "--lookback-days", "3"]) == 0
     users = tmp_path / "users.parquet"
     pq.write_table(users_batch(extra_day), users)
+    inputs = listing(tmp_path)
     for day in range(days):
         assert main(["ingest", "--warehouse", str(wh), "--day", str(day)]) == 0
         if day == extra_day:
@@ -290,3 +294,4 @@ def test_ingest_events_into_a_generator_warehouse_passes_the_check(
     playback, _ = source_tables(wh)
     got = playback.filter(pc.starts_with(playback.column("event_id"), "user-"))
     assert sorted_rows(got) == sorted_rows(users_batch(extra_day).cast(got.schema))
+    assert outside(listing(tmp_path), tmp_path, wh) == outside(inputs, tmp_path, wh)
