@@ -1,20 +1,22 @@
-"""The catalog in a real PostgreSQL server: ``tiny`` on DuckDB and on Spark, equal to the oracle.
+"""The catalog in a real PostgreSQL server: ``tiny`` on DuckDB and on a Spark cluster, equal to the oracle.
 
 A cluster keeps its catalog in PostgreSQL (README, scale-out): pyiceberg's
 ``SqlCatalog`` and Spark's Iceberg ``JdbcCatalog`` then share one database
 named by ``IPSBENCH_CATALOG_URI``. The server is Debian's ``postgresql``
 package, started here on 127.0.0.1 (a free port, a throw-away data directory)
-and stopped when the module ends; each test gets its own database. ``.ci/run``
-installs the package when run as root; as root a missing server fails the
-tests, as another user they skip naming the package.
+and stopped when the module ends; each test gets its own database. The Spark
+run is the README's scale-out setting whole: a standalone cluster (master and
+worker started here) with the catalog in PostgreSQL. ``.ci/run`` installs the
+package when run as root; as root a missing server fails the tests, as another
+user they skip naming the package.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from bench.runner import RunResult, simulate
 from bench.scenario import from_preset
 from pipelines.catalog import open_catalog
 from pipelines.pipeline import SOURCE_TABLE, STAGES
+from tests.services import free_port, standalone_cluster
 
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")]
@@ -41,12 +44,6 @@ def postgres_bin() -> Path | None:
     """The newest installed server's binaries (Debian keeps one directory per major version)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -102,13 +99,11 @@ def server() -> Iterator[Server]:
         shutil.rmtree(root)
 
 
-def simulate_on_postgres(
-    server: Server, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[RunResult, str]:
-    """Run ``tiny`` on ``engine`` with the catalog in a new database; returns the run and the database URL."""
-    url = server.new_database(f"tiny_{engine}")
+def simulate_on_postgres(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunResult, str]:
+    """Run ``tiny`` on DuckDB with the catalog in a new database; returns the run and the database URL."""
+    url = server.new_database("tiny_duckdb")
     monkeypatch.setenv("IPSBENCH_CATALOG_URI", url)
-    run = simulate(from_preset("tiny", engine=engine, **TINY), tmp_path / "warehouse", progress=False)
+    run = simulate(from_preset("tiny", **TINY), tmp_path / "warehouse", progress=False)
     assert run.verdicts["ips"].equal_to_oracle, run.verdicts["ips"].per_stage
     assert run.verdicts["lookback"].unexplained_mismatched_rows == 0
     return run, url
@@ -137,17 +132,29 @@ def assert_catalog_lives_in_postgres(url: str, warehouse: Path) -> None:
 def test_tiny_on_duckdb_with_the_catalog_in_postgres(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, url = simulate_on_postgres(server, "duckdb", tmp_path, monkeypatch)
+    _, url = simulate_on_postgres(server, tmp_path, monkeypatch)
     assert_catalog_lives_in_postgres(url, tmp_path / "warehouse")
 
 
-def test_tiny_on_spark_with_the_catalog_in_postgres(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, url = simulate_on_postgres(server, "spark", tmp_path, monkeypatch)
-    assert_catalog_lives_in_postgres(url, tmp_path / "warehouse")
+def test_tiny_on_a_spark_cluster_with_the_catalog_in_postgres(server: Server, tmp_path: Path) -> None:
+    url = server.new_database("tiny_spark")
+    out = tmp_path / "run"
+    with standalone_cluster(tmp_path) as cluster:
+        days = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items()]
+        spark = ["--engine", "spark", "--spark-master", cluster.master_url]
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", "--out", str(out), "--preset", "tiny", *days, *spark, "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**cluster.env, "IPSBENCH_CATALOG_URI": url},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "ips: equal to oracle True" in proc.stdout
+        assert cluster.executor_ran_tasks()
+    assert_catalog_lives_in_postgres(url, out / "warehouse")
     # Spark committed through the same catalog: pyiceberg reads its MERGE from PostgreSQL.
-    catalog = open_catalog(tmp_path / "warehouse")
+    catalog = open_catalog(out / "warehouse", catalog_uri=url)
     try:
         snapshot = catalog.load_table("ips.playback_daily").current_snapshot()
     finally:

@@ -1,19 +1,12 @@
 """The same pipelines on Spark: equal to DuckDB's results and to the oracle, the state shared.
 
-One Spark application per pytest process (module-scoped); the standalone
-cluster runs in a subprocess against a master and a worker started here.
+One Spark application per pytest process (module-scoped). The standalone cluster
+runs in test_postgres_catalog, with the catalog in PostgreSQL as on a real cluster.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -84,108 +77,3 @@ def test_merge_on_read_writes_delete_files_and_stays_exact(tmp_path: Path) -> No
     assert agg is not None and agg.summary is not None
     assert int(agg.summary.get("total-position-deletes") or 0) > 0
     assert check(catalog, scenario)["ips"].equal_to_oracle
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[Any]:
-    import pyspark
-
-    spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
-    with log.open("w") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [str(spark_class), *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-
-def _wait_for(log: Path, text: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{text!r} not seen in {log} within {timeout_s}s:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def test_tiny_on_a_standalone_cluster(tmp_path: Path) -> None:
-    import pyspark
-
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(Path(pyspark.__file__).parent)}
-    port = _free_port()
-    master_url = f"spark://127.0.0.1:{port}"
-    master = _start(
-        [
-            "org.apache.spark.deploy.master.Master",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--webui-port",
-            str(_free_port()),
-        ],
-        tmp_path / "master.log",
-        env,
-    )
-    worker = None
-    try:
-        _wait_for(tmp_path / "master.log", "I have been elected leader", 90)
-        worker = _start(
-            [
-                "org.apache.spark.deploy.worker.Worker",
-                master_url,
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                "2",
-                "--memory",
-                "2g",
-                "--work-dir",
-                str(tmp_path / "work"),
-                "--webui-port",
-                str(_free_port()),
-            ],
-            tmp_path / "worker.log",
-            env,
-        )
-        _wait_for(tmp_path / "worker.log", "Successfully registered with master", 90)
-        out = tmp_path / "run"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.cli",
-                "run",
-                "--out",
-                str(out),
-                "--preset",
-                "tiny",
-                "--days",
-                "3",
-                "--warmup-days",
-                "1",
-                "--engine",
-                "spark",
-                "--spark-master",
-                master_url,
-                "--quiet",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "ips: equal to oracle True" in proc.stdout
-        # The tasks ran on the cluster's executor, not in the driver: its log (under the
-        # worker's work directory, at Spark's default INFO level) records them.
-        executor_logs = list((tmp_path / "work").glob("app-*/*/stderr"))
-        assert any("Finished task" in log.read_text(errors="replace") for log in executor_logs), executor_logs
-    finally:
-        for p in (worker, master):
-            if p is not None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=60)
