@@ -49,6 +49,18 @@ PHASES = ("capture", "icdc", "plan", "probe", "transform", "write", "commit")
 PHASE_KEYS = tuple(f"{p}_s" for p in PHASES)
 COUNTERS = ("rows_read", "bytes_read", "files_read", "rows_written", "bytes_written", "files_written", "commits")
 TOTAL_KEYS = ("wall_s", "cpu_s", *COUNTERS)
+# The work an IPS pattern cannot avoid for a (stage, day)'s changes (its floor): recorded by the
+# pattern on its row and copied to the lookback's row of the same stage and day.
+FLOOR_FIGURES = ("rows_read", "bytes_read", "rows_written", "bytes_written")
+FLOOR_KEYS = tuple(f"floor_{k}" for k in FLOOR_FIGURES)
+# A stage run's work split at the lookback's window: on partitions inside it (``window_``, the
+# lookback's X days up to the processing date, and later dates) and on older ones (``older_``).
+# Rows and bytes by the partitions they lie in; time by each side's share of rows read and written.
+SPLIT_FIGURES = ("wall_s", "cpu_s", *FLOOR_FIGURES)
+WINDOW_KEYS = tuple(f"window_{k}" for k in SPLIT_FIGURES)
+OLDER_KEYS = tuple(f"older_{k}" for k in SPLIT_FIGURES)
+# What the clock leaves out of wall_s and cpu_s: bookkeeping for the floor and the split, the memory sampler.
+UNTIMED_KEYS = ("aside_wall_s", "aside_cpu_s", "sampler_cpu_s")
 RATIO_KEYS = ("wall_s", "cpu_s", "bytes_read", "rows_read")
 # Figures whose spread over repeats is reported beside their median.
 SPREAD_KEYS = ("wall_s", "cpu_s")
@@ -99,6 +111,25 @@ class ResultRow(TypedDict):
     captured_rows: int
     rewritten_partitions: int
     non_append_snapshots: int
+    floor_rows_read: int
+    floor_bytes_read: int
+    floor_rows_written: int
+    floor_bytes_written: int
+    window_wall_s: float
+    window_cpu_s: float
+    window_rows_read: int
+    window_bytes_read: int
+    window_rows_written: int
+    window_bytes_written: int
+    older_wall_s: float
+    older_cpu_s: float
+    older_rows_read: int
+    older_bytes_read: int
+    older_rows_written: int
+    older_bytes_written: int
+    aside_wall_s: float
+    aside_cpu_s: float
+    sampler_cpu_s: float
     preset: str
     events_per_day: int
     late_fraction: float

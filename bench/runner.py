@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 
+from bench.contract import FLOOR_KEYS
 from bench.equality import Verdict, compare
 from bench.metrics import StageRecorder
 from bench.progress import Progress
@@ -149,6 +150,15 @@ def privacy_delete(catalog: SqlCatalog, scenario: Scenario, day: int) -> list[in
     return accounts
 
 
+def share_floors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A day's stage rows, each strategy's carrying the floor its stage's IPS pattern recorded that day.
+
+    The floor belongs to the (stage, day)'s changes, not to a strategy: both rows show it.
+    """
+    floors = {r["stage"]: {k: r[k] for k in FLOOR_KEYS} for r in rows if r["strategy"] == "ips"}
+    return [{**r, **floors.get(r["stage"], {})} for r in rows]
+
+
 def days_order(strategies: tuple[str, ...], day: int) -> Iterator[str]:
     return iter(strategies if day % 2 == 0 else tuple(reversed(strategies)))
 
@@ -206,15 +216,18 @@ def simulate(
                     }
                 )
             walls: dict[str, float] = {}
+            window_start, _ = lookback.window(processing_date, scenario.lookback_days)
+            day_rows: list[dict[str, Any]] = []
             for strategy in days_order(scenario.strategies, day):
                 for stage in pipeline:
-                    rec = StageRecorder()
+                    rec = StageRecorder(window_start)
                     ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
                     with rec.timed():
                         run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=pipeline)
                     row = rec.row()
                     walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
-                    result.rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
+                    day_rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
+            result.rows.extend(share_floors(day_rows))
             every = scenario.maintenance_every_days
             if every and day % every == every - 1:
                 result.rows.extend(_maintain(catalog, scenario, base, pipeline))

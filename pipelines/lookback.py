@@ -41,4 +41,5 @@ def run_stage(
     declared = stage(stage_name, pipeline)
     dates = window_dates(processing_date, lookback_days)
     ctx.recorder.note(pattern="lookback", partitions=len(dates))
-    recompute(ctx, declared, STRATEGY, dates)
+    # The floor is the IPS pattern's to know (the runner shows it beside both strategies).
+    recompute(ctx, declared, STRATEGY, dates, floor=False)

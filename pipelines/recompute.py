@@ -3,49 +3,149 @@
 The lookback's job for its window, and IPS's for the range pattern and for
 partitions rewritten upstream: one job, so the two strategies differ only in
 which dates they pass.
+
+Also the bookkeeping every job shares: where the rows it read and wrote lie
+(per ``event_date`` partition, from Iceberg metadata) and, for IPS, the range
+pattern's floor -- read the changed partitions, write their output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 
+from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.table import Table
 
 from pipelines.context import StageContext
 from pipelines.engine import Inputs, PartitionedInput
-from pipelines.iceberg_io import partition_dates, plan_dates
+from pipelines.iceberg_io import EPOCH, FileSet, live_files, partition_dates, plan_dates
 from pipelines.pipeline import Stage
+from pipelines.recorder import Figures
 
 
-def bind_carry(ctx: StageContext, stage: Stage, target: Table, before: str, dates: Sequence[date]) -> None:
+def dated_files(table: Table, dates: Iterable[date] | None = None) -> dict[date, list[DataFile]]:
+    """The live files (delete files too) of ``table``'s day partitions, by date; all dates when ``dates`` is None."""
+    wanted = None if dates is None else {(d - EPOCH).days for d in dates}
+    out: dict[date, list[DataFile]] = {}
+    for f in live_files(table):
+        day = int(f.partition[0])
+        if wanted is None or day in wanted:
+            out.setdefault(EPOCH + timedelta(days=day), []).append(f)
+    return out
+
+
+def figures(files: Sequence[DataFile]) -> Figures:
+    """Rows (of data files) and bytes (data and delete files) of ``files``, as ``FileSet`` counts them."""
+    rows = sum(f.record_count for f in files if f.content == DataFileContent.DATA)
+    return rows, sum(f.file_size_in_bytes for f in files)
+
+
+def per_date(files: dict[date, list[DataFile]]) -> dict[date, Figures]:
+    return {d: figures(fs) for d, fs in files.items()}
+
+
+def total(by_date: dict[date, Figures]) -> Figures:
+    return sum(r for r, _ in by_date.values()), sum(b for _, b in by_date.values())
+
+
+def bytes_per_row(fig: Figures) -> float:
+    rows, size = fig
+    return size / rows if rows else 0.0
+
+
+def record_read(
+    ctx: StageContext, table: Table, files: FileSet, dates: Sequence[date] | None, feeds: date | None = None
+) -> dict[date, Figures]:
+    """Tell the recorder what a job read (``files``, the planned scan of ``dates``; every file when None).
+
+    Returns the per-partition figures. ``feeds``: count all of it on that date
+    instead (a carried value read from earlier partitions counts with the date it feeds).
+    """
+    ctx.recorder.read(files.rows, files.bytes, files.files)
+    with ctx.recorder.aside():
+        by_date = per_date(dated_files(table, dates))
+        ctx.recorder.partitions(read={feeds: total(by_date)} if feeds is not None else by_date)
+    return by_date
+
+
+@dataclass
+class Written:
+    """What a write added to a table's partitions, and what those partitions hold after it."""
+
+    added: dict[date, Figures] = field(default_factory=dict)
+    after: dict[date, Figures] = field(default_factory=dict)
+
+
+@contextmanager
+def written(ctx: StageContext, table_name: str, dates: Sequence[date]) -> Iterator[Written]:
+    """Around a write to ``dates`` of ``table_name``: tell the recorder on which partitions its new files lie.
+
+    The files a partition holds after the write and did not hold before are
+    what the write added (copy-on-write rewrites, appends and delete files alike).
+    """
+    out = Written()
+    with ctx.recorder.aside():
+        before = {f.file_path for fs in dated_files(ctx.catalog.load_table(table_name), dates).values() for f in fs}
+    yield out
+    with ctx.recorder.aside():
+        after = dated_files(ctx.catalog.load_table(table_name), dates)
+        out.after = per_date(after)
+        out.added = {d: figures([f for f in fs if f.file_path not in before]) for d, fs in after.items()}
+        ctx.recorder.partitions(wrote=out.added)
+
+
+def bind_carry(
+    ctx: StageContext, stage: Stage, target: Table, before: str, dates: Sequence[date], feeds: date | None = None
+) -> Figures:
     """Bind the value ``stage`` carries forward, from its own rows on ``dates`` matching ``before``.
 
     Args:
         before: a SQL predicate on the target's rows (``t.``) that keeps those
             before the dates being recomputed.
         dates: the target partitions that may hold such rows.
+        feeds: the latest date the carried value feeds: its read counts there.
+
+    Returns the rows and bytes of the files read for it.
     """
     assert stage.carry is not None
     with ctx.recorder.phase("plan"):
         files = plan_dates(target, dates)
-    ctx.recorder.read(files.rows, files.bytes, files.files)
+    record_read(ctx, target, files, dates, feeds)
     ctx.engine.bind_input("carry_rows", target, files)
     ctx.engine.bind_sql("carry_before", f"SELECT t.* FROM carry_rows t WHERE {before}")
     ctx.engine.bind_sql(stage.carry.relation, stage.carry.sql.format(before="carry_before"))
+    return files.rows, files.bytes
 
 
-def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[date]) -> None:
+def carried_floor(ctx: StageContext, stage: Stage, read: Figures) -> Figures:
+    """The carry a job cannot avoid: one carried row per key (of the rows ``read`` for it, at their bytes per row)."""
+    assert stage.carry is not None
+    with ctx.recorder.aside():
+        rows = ctx.engine.scalar(f"SELECT COUNT(*) FROM {stage.carry.relation}")
+    return rows, round(rows * bytes_per_row(read))
+
+
+def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[date], *, floor: bool = True) -> Written:
     """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its inputs' same dates.
 
     A stage that carries a value forward takes it from its own rows before the first of ``dates``.
+
+    Args:
+        floor: record the range floor of ``dates`` (IPS: read those partitions
+            of every input and the carried value, write their output); the
+            lookback is no pattern and records none.
     """
     parts = []
+    read_rows = read_bytes = 0
     for stage_input in stage.inputs:
         source = ctx.catalog.load_table(stage_input.table(strategy))
         with ctx.recorder.phase("plan"):
             files = plan_dates(source, dates)
-        ctx.recorder.read(files.rows, files.bytes, files.files)
+        record_read(ctx, source, files, dates)
+        read_rows, read_bytes = read_rows + files.rows, read_bytes + files.bytes
         parts.append(
             PartitionedInput(stage_input.relation, source, stage_input.date_column, dates, files, stage.date_local)
         )
@@ -53,5 +153,12 @@ def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[da
     if stage.carry is not None and dates:
         cut = min(dates)
         earlier = [d for d in partition_dates(target) if d < cut]
-        bind_carry(ctx, stage, target, f"t.event_date < DATE '{cut.isoformat()}'", earlier)
-    ctx.engine.replace_partitions(target, stage.statement(), Inputs(tuple(parts)), ctx.recorder, ctx.fault)
+        carry = bind_carry(ctx, stage, target, f"t.event_date < DATE '{cut.isoformat()}'", earlier, max(dates))
+        if floor:
+            carried_rows, carried_bytes = carried_floor(ctx, stage, carry)
+            read_rows, read_bytes = read_rows + carried_rows, read_bytes + carried_bytes
+    with written(ctx, stage.table(strategy), dates) as out:
+        ctx.engine.replace_partitions(target, stage.statement(), Inputs(tuple(parts)), ctx.recorder, ctx.fault)
+    if floor:
+        ctx.recorder.floor(read_rows, read_bytes, *total(out.after))
+    return out

@@ -14,7 +14,18 @@
   it (read from the target) and merged by key.
 
 Partitions rewritten upstream (OVERWRITE/DELETE) are recomputed whole by every
-pattern. Which table a stage reads and writes, and by which key, comes from its
+pattern.
+
+Each pattern records its **floor**, the work it cannot avoid for the changes it
+processed: MERGE reads the captured rows and writes the missing ones; filter
+reads the changed keys' rows and writes their aggregates; range reads and
+writes the changed partitions; forward reads each changed account's rows from
+its earliest changed date (and its carried total) and writes its rows from
+there on. Rows are counted exactly; bytes are those rows at the average bytes
+per row of the partitions they lie in. Partitions rewritten upstream have the
+range floor. The counting runs in ``recorder.aside()``, outside the stage's times.
+
+Which table a stage reads and writes, and by which key, comes from its
 declaration (``pipelines.pipeline``); only the input rows and the write differ
 from lookback and oracle.
 """
@@ -22,21 +33,62 @@ from lookback and oracle.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 from pyiceberg.expressions import AlwaysTrue
 
 from pipelines.context import StageContext
 from pipelines.engine import Key, in_dates
-from pipelines.iceberg_io import FileSet, partition_dates, plan, plan_dates
+from pipelines.iceberg_io import partition_dates, plan, plan_dates
 from pipelines.ips.capture import Capture
 from pipelines.pipeline import Pattern, Stage, Strategy
-from pipelines.recompute import bind_carry, recompute
+from pipelines.recompute import (
+    bind_carry,
+    bytes_per_row,
+    carried_floor,
+    recompute,
+    record_read,
+    total,
+    written,
+)
+from pipelines.recorder import Figures
 
 NAMESPACE: Strategy = "ips"
 
 
-def _read(ctx: StageContext, files: FileSet) -> None:
-    ctx.recorder.read(files.rows, files.bytes, files.files)
+def _on(dates: list[date], by_date: dict[date, Figures]) -> Figures:
+    """The rows and bytes of ``by_date`` on ``dates``."""
+    wanted = set(dates)
+    return total({d: f for d, f in by_date.items() if d in wanted})
+
+
+def _range_floor(ctx: StageContext, stage: Stage, dates: list[date], after: dict[date, Figures]) -> None:
+    """The range floor of ``dates``, recomputed whole by a job that recorded none: read input, write output."""
+    if not dates:
+        return
+    with ctx.recorder.aside():
+        inputs = [plan_dates(ctx.catalog.load_table(i.table(NAMESPACE)), dates) for i in stage.inputs]
+    ctx.recorder.floor(sum(f.rows for f in inputs), sum(f.bytes for f in inputs), *_on(dates, after))
+
+
+def _key_floor(ctx: StageContext, stage: Stage, cap: Capture, dates: list[date], after: dict[date, Figures]) -> None:
+    """The filter floor of ``dates``: read the changed keys' input rows, write one aggregate per changed key."""
+    if not dates or not cap.icdc_table:
+        return
+    source_input = stage.input
+    keys = ", ".join(stage.key)
+    on = " AND ".join(f"d.{k} = k.{k}" for k in stage.key)
+    where = in_dates(source_input.date_column, dates)
+    with ctx.recorder.aside():
+        source = ctx.catalog.load_table(source_input.table(NAMESPACE))
+        icdc = ctx.catalog.load_table(cap.icdc_table)
+        inputs = plan_dates(source, dates)
+        ctx.engine.bind_input("floor_icdc", icdc, plan(icdc, AlwaysTrue()), where)
+        changed = ctx.engine.materialize("floor_keys", f"SELECT DISTINCT {keys} FROM floor_icdc")
+        ctx.engine.bind_input("floor_input", source, inputs, where)
+        rows = ctx.engine.scalar(f"SELECT COUNT(*) FROM floor_input d JOIN floor_keys k ON {on}")
+    out = bytes_per_row(_on(dates, after))
+    ctx.recorder.floor(rows, round(rows * bytes_per_row((inputs.rows, inputs.bytes))), changed, round(changed * out))
 
 
 def merge(ctx: StageContext, stage: Stage, cap: Capture) -> None:
@@ -51,12 +103,15 @@ def merge(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             changes = plan(icdc, AlwaysTrue())
             # A key lives only in its own event_date partition: probe just those.
             existing = plan_dates(target, dates)
-        _read(ctx, changes)
-        _read(ctx, existing)
+        captured = record_read(ctx, icdc, changes, None)
+        record_read(ctx, target, existing, dates)
         ctx.engine.bind_input(source_input.relation, icdc, changes, in_dates(source_input.date_column, dates))
         (key,) = stage.key
         probe = Key(key, stage.probe_key)
-        ctx.engine.insert_missing(target, stage.statement(), probe, dates, existing, ctx.recorder, ctx.fault)
+        with written(ctx, stage.table(NAMESPACE), dates) as out:
+            ctx.engine.insert_missing(target, stage.statement(), probe, dates, existing, ctx.recorder, ctx.fault)
+        # The floor: read the captured rows of these partitions, write the ones the target lacked.
+        ctx.recorder.floor(*_on(dates, captured), *total(out.added))
     if cap.rewritten_dates:
         recompute(ctx, stage, NAMESPACE, cap.rewritten_dates)
 
@@ -65,6 +120,7 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
     """Re-aggregate only the changed keys and merge them by key; new and rewritten partitions whole."""
     new = [d for d in cap.appended_only_dates if ctx.processing_date is not None and d >= ctx.processing_date]
     keyed = [d for d in cap.appended_only_dates if d not in new]
+    after: dict[date, Figures] = {}
     if keyed and cap.icdc_table:
         source_input = stage.input
         source = ctx.catalog.load_table(source_input.table(NAMESPACE))
@@ -74,8 +130,9 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             changes = plan(icdc, AlwaysTrue())
             input_files = plan_dates(source, keyed)
             old_files = plan_dates(target, keyed)
-        for files in (changes, input_files, old_files):
-            _read(ctx, files)
+        record_read(ctx, icdc, changes, None)
+        record_read(ctx, source, input_files, keyed)
+        record_read(ctx, target, old_files, keyed)
         keys = ", ".join(stage.key)
         with ctx.recorder.phase("probe"):
             ctx.engine.bind_input("icdc_rows", icdc, changes, in_dates(source_input.date_column, keyed))
@@ -88,9 +145,14 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         (column, *more) = [k for k in stage.key if k != stage.partition_field]
         narrow = "" if more else f" WHERE d.{column} IN (SELECT {column} FROM changed_keys)"
         ctx.engine.bind_sql(source_input.relation, f"SELECT d.* FROM input_dates d JOIN changed_keys k ON {on}{narrow}")
-        ctx.engine.merge_by_key(target, stage.statement(), stage.key, keyed, old_files, ctx.recorder, ctx.fault)
+        with written(ctx, stage.table(NAMESPACE), keyed) as merged:
+            ctx.engine.merge_by_key(target, stage.statement(), stage.key, keyed, old_files, ctx.recorder, ctx.fault)
+        after.update(merged.after)
     if new or cap.rewritten_dates:
-        recompute(ctx, stage, NAMESPACE, sorted([*new, *cap.rewritten_dates]))
+        # One job for both (one commit); each kind of partition gets its own floor below.
+        after.update(recompute(ctx, stage, NAMESPACE, sorted([*new, *cap.rewritten_dates]), floor=False).after)
+    _key_floor(ctx, stage, cap, sorted([*keyed, *new]), after)
+    _range_floor(ctx, stage, cap.rewritten_dates, after)
 
 
 def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
@@ -109,7 +171,7 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         icdc = ctx.catalog.load_table(cap.icdc_table)
         with ctx.recorder.phase("plan"):
             changes = plan(icdc, AlwaysTrue())
-        _read(ctx, changes)
+        record_read(ctx, icdc, changes, None)
         with ctx.recorder.phase("probe"):
             ctx.engine.bind_input("icdc_rows", icdc, changes, in_dates(source_input.date_column, keyed))
             changed = ctx.engine.materialize(
@@ -124,21 +186,37 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         with ctx.recorder.phase("plan"):
             input_files = plan_dates(source, later)
             old_files = plan_dates(target, later)
-        _read(ctx, input_files)
-        _read(ctx, old_files)
-        bind_carry(
+        record_read(ctx, source, input_files, later)
+        record_read(ctx, target, old_files, later)
+        carry = bind_carry(
             ctx,
             stage,
             target,
             f"EXISTS (SELECT 1 FROM changed_from c WHERE c.{by} = t.{by} AND t.event_date < c.from_date)",
             earlier,
+            max(keyed),
         )
         ctx.engine.bind_input("input_dates", source, input_files, in_dates(source_input.date_column, later))
         ctx.engine.bind_sql(
             source_input.relation,
             f"SELECT d.* FROM input_dates d JOIN changed_from c ON d.{by} = c.{by} AND d.event_date >= c.from_date",
         )
-        ctx.engine.merge_by_key(target, stage.statement(), stage.key, later, old_files, ctx.recorder, ctx.fault)
+        # The floor, counted before the write changes the target: each changed account's rows
+        # from its earliest changed date on, its carried total, and its output rows there.
+        carried_rows, carried_bytes = carried_floor(ctx, stage, carry)
+        with ctx.recorder.aside():
+            rows = ctx.engine.scalar(f"SELECT COUNT(*) FROM {source_input.relation}")
+            outputs = ctx.engine.scalar(
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT event_date, {by} FROM {source_input.relation}) AS o"
+            )
+        with written(ctx, stage.table(NAMESPACE), later) as out:
+            ctx.engine.merge_by_key(target, stage.statement(), stage.key, later, old_files, ctx.recorder, ctx.fault)
+        ctx.recorder.floor(
+            rows + carried_rows,
+            round(rows * bytes_per_row((input_files.rows, input_files.bytes))) + carried_bytes,
+            outputs,
+            round(outputs * bytes_per_row(total(out.after))),
+        )
     if cap.rewritten_dates:
         cut = min(cap.rewritten_dates)
         target = ctx.catalog.load_table(stage.table(NAMESPACE))
