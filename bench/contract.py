@@ -243,6 +243,36 @@ def _num(v: Any) -> float | int:
     return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
+def floor_figures(
+    floor: dict[str, Any], ips: dict[str, Any], lookback: dict[str, Any] | None
+) -> dict[str, dict[str, Any] | None]:
+    """A stage's floor (``FLOOR_FIGURES``) beside what each strategy read and wrote, and each over the floor."""
+    out: dict[str, dict[str, Any] | None] = {"floor": floor, "ips": ips, "lookback": lookback}
+    for strategy, figures in (("ips", ips), ("lookback", lookback)):
+        out[f"{strategy}_over_floor"] = (
+            {k: ratio(figures.get(k), floor.get(k)) for k in FLOOR_FIGURES} if figures is not None else None
+        )
+    return out
+
+
+def split_figures(
+    ips_window: dict[str, Any], ips_older: dict[str, Any], lookback_window: dict[str, Any], ips_total: dict[str, Any]
+) -> dict[str, Any]:
+    """IPS's work in the lookback's window over the lookback's (its saving), and on older partitions (the price
+    of correctness) with its share of IPS's wall time. Arguments are ``window_*``/``older_*`` sums."""
+    window = {k: ips_window.get(f"window_{k}") for k in SPLIT_FIGURES}
+    older = {k: ips_older.get(f"older_{k}") for k in SPLIT_FIGURES}
+    base = {k: lookback_window.get(f"window_{k}") for k in SPLIT_FIGURES}
+    return {
+        "in_window": {
+            "ips": window,
+            "lookback": base,
+            "ratio_ips_over_lookback": {k: ratio(window[k], base[k]) for k in SPLIT_FIGURES},
+        },
+        "older": {"ips": older, "share_of_ips_wall": ratio(older["wall_s"], ips_total.get("wall_s"))},
+    }
+
+
 def ratio(new: float | None, base: float | None) -> float | None:
     """``new / base``, or None when there is no base to divide by."""
     return new / base if new is not None and base else None

@@ -10,6 +10,9 @@ from typing import Any, cast
 import pandas as pd
 
 from bench.contract import (
+    FLOOR_FIGURES,
+    FLOOR_KEYS,
+    OLDER_KEYS,
     PHASE_KEYS,
     RATIO_KEYS,
     RESULTS_CSV,
@@ -18,9 +21,14 @@ from bench.contract import (
     STRATEGIES,
     SUMMARY_JSON,
     TOTAL_KEYS,
+    UNTIMED_KEYS,
+    WINDOW_KEYS,
     VerdictRecord,
     aggregate_repeats,
+    floor_figures,
+    pipeline_stages,
     ratio,
+    split_figures,
     warm,
 )
 from bench.contract import passed as verdicts_pass
@@ -45,7 +53,7 @@ def _totals(measured: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def _stages(measured: pd.DataFrame) -> list[dict[str, Any]]:
-    keys = (*TOTAL_KEYS, *PHASE_KEYS, "partitions_written")
+    keys = (*TOTAL_KEYS, *PHASE_KEYS, "partitions_written", *FLOOR_KEYS, *WINDOW_KEYS, *OLDER_KEYS, *UNTIMED_KEYS)
     stages = [
         {"strategy": strategy, "stage": stage, "pattern": str(part.pattern.iloc[0]), **aggregate_repeats(part, keys)}
         for (strategy, stage), part in measured[measured.strategy.isin(STRATEGIES)].groupby(
@@ -60,6 +68,76 @@ def _stages(measured: pd.DataFrame) -> list[dict[str, Any]]:
     return stages
 
 
+def _stage_rows(measured: pd.DataFrame) -> pd.DataFrame:
+    return measured[measured.strategy.isin(STRATEGIES) & measured.stage.isin(pipeline_stages(measured.stage))]
+
+
+def _sums(rows: pd.DataFrame, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Each of ``keys`` summed over days (and stages), median over repeats; empty rows give None."""
+    if rows.empty or any(k not in rows.columns for k in keys):
+        return dict.fromkeys(keys)
+    figure = aggregate_repeats(rows, keys)
+    return {k: figure[k] for k in keys}
+
+
+def floors(measured: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per IPS stage: its floor beside what IPS and the lookback read and wrote (``floor_figures``)."""
+    rows = _stage_rows(measured)
+    out = []
+    for stage in pipeline_stages(rows.stage):
+        ips = rows[(rows.strategy == "ips") & (rows.stage == stage)]
+        if ips.empty:
+            continue
+        lookback = rows[(rows.strategy == "lookback") & (rows.stage == stage)]
+        floor = _sums(ips, FLOOR_KEYS)
+        below = int((ips.rows_read < ips.floor_rows_read).sum()) if "floor_rows_read" in ips.columns else None
+        out.append(
+            {
+                "stage": stage,
+                "pattern": str(ips.pattern.iloc[0]),
+                **floor_figures(
+                    {k: floor[f"floor_{k}"] for k in FLOOR_FIGURES},
+                    _sums(ips, FLOOR_FIGURES),
+                    _sums(lookback, FLOOR_FIGURES) if not lookback.empty else None,
+                ),
+                "ips_days_below_floor": below,
+            }
+        )
+    return out
+
+
+def split(measured: pd.DataFrame, verdicts: dict[str, VerdictRecord], lookback_days: int) -> dict[str, Any]:
+    """IPS's work inside the lookback's window beside the lookback's, and its work on older partitions."""
+    rows = _stage_rows(measured)
+    wrong = verdicts.get("lookback", {}).get("per_stage")
+    per_stage = []
+    for stage in pipeline_stages(rows.stage):
+        ips = rows[(rows.strategy == "ips") & (rows.stage == stage)]
+        lookback = rows[(rows.strategy == "lookback") & (rows.stage == stage)]
+        if ips.empty or lookback.empty:
+            continue
+        figures = split_figures(
+            _sums(ips, WINDOW_KEYS), _sums(ips, OLDER_KEYS), _sums(lookback, WINDOW_KEYS), _sums(ips, ("wall_s",))
+        )
+        figures["lookback_wrong_rows"] = wrong[stage]["mismatched_rows"] if wrong and stage in wrong else None
+        per_stage.append({"stage": stage, "pattern": str(ips.pattern.iloc[0]), **figures})
+    ips, lookback = rows[rows.strategy == "ips"], rows[rows.strategy == "lookback"]
+    if ips.empty or lookback.empty:
+        return {}
+    whole = split_figures(
+        _sums(ips, WINDOW_KEYS), _sums(ips, OLDER_KEYS), _sums(lookback, WINDOW_KEYS), _sums(ips, ("wall_s",))
+    )
+    counts = [s["lookback_wrong_rows"] for s in per_stage]
+    whole["lookback_wrong_rows"] = sum(counts) if counts and None not in counts else None
+    return {
+        "window_days": lookback_days,
+        "time_split": "an engine call handles both sides at once: its wall and CPU are split by the share of "
+        "rows read and written on each side",
+        **whole,
+        "per_stage": per_stage,
+    }
+
+
 def correctness(verdicts: dict[str, Verdict]) -> dict[str, VerdictRecord]:
     """The verdicts as summary.json records them; only the lookback's carry explanations."""
     return {s: cast(VerdictRecord, v.as_dict(s == "lookback")) for s, v in verdicts.items()}
@@ -70,6 +148,7 @@ def summarize(
 ) -> dict[str, Any]:
     measured = warm(df[~df.warmup])
     totals = _totals(measured)
+    verdict_records = correctness(verdicts)
     ratios = (
         {k: ratio(totals["ips"][k], totals["lookback"][k]) for k in RATIO_KEYS}
         if "ips" in totals and "lookback" in totals
@@ -82,7 +161,14 @@ def summarize(
         "totals": totals,
         "ratio_ips_over_lookback": ratios,
         "stages": _stages(measured),
-        "correctness": correctness(verdicts),
+        "floor": floors(measured),
+        "split": split(measured, verdict_records, scenario.lookback_days),
+        "untimed": {
+            strategy: _sums(part, UNTIMED_KEYS)
+            for strategy in STRATEGIES
+            if not (part := measured[measured.strategy == strategy]).empty
+        },
+        "correctness": verdict_records,
         "repeats": {
             "count": int(df.repeat.nunique()),
             "warm_repeats_in_totals": int(measured.repeat.nunique()),

@@ -24,7 +24,7 @@ from bench.contract import (
     pipeline_stages,
     warm,
 )
-from reports import netflix
+from reports import floor, netflix
 from reports.style import STRATEGY_COLORS, mib, plural
 
 
@@ -263,7 +263,8 @@ def render(out: Path) -> Path:
     summary = json.loads((out / SUMMARY_JSON).read_text())
     repeats = _repeats(df)
     plots = [plot_stage_totals(summary, out), plot_cost_per_day(df, out)]
-    lines = _header_lines(summary, repeats) + _totals_lines(summary) + _stage_lines(summary, repeats)
+    lines = _header_lines(summary, repeats) + floor.headline(summary) + _totals_lines(summary)
+    lines += floor.split_section(summary) + floor.floor_section(summary) + _stage_lines(summary, repeats)
     if repeats > 1:
         lines += _spread_lines(df)
     lines += _memory_lines(summary) + _correctness_lines(summary) + netflix.section(summary)
