@@ -325,3 +325,81 @@ def test_each_strategy_keeps_its_colour_in_every_plot(tmp_path: Path, monkeypatc
     # Lines and bars of both strategies in the run's plots and the sweep's cost and accuracy plots.
     assert len(figures) == 6
     assert seen == {s: {to_rgba(c)} for s, c in STRATEGY_COLORS.items()}
+
+
+def _with_floor_and_split(out: Path, older_wall: float, wrong: dict[str, int]) -> Path:
+    """A synthetic run directory whose summary carries the floor and the window split of its stages."""
+    summary = json.loads((out / "summary.json").read_text())
+    figures = ("rows_read", "bytes_read", "rows_written", "bytes_written")
+    by = {(s["strategy"], s["stage"]): s for s in summary["stages"]}
+    floor = []
+    for i, (stage, pattern) in enumerate(STAGES.items()):
+        base = {k: 100 * (i + 1) * (j + 1) for j, k in enumerate(figures)}
+        ips = {k: v * (i + 2) for k, v in base.items()}
+        lookback = {k: v * 3 for k, v in base.items()}
+        floor.append(
+            {
+                "stage": stage,
+                "pattern": pattern,
+                "floor": base,
+                "ips": ips,
+                "lookback": lookback,
+                "ips_over_floor": {k: ips[k] / base[k] for k in figures},
+                "lookback_over_floor": {k: lookback[k] / base[k] for k in figures},
+                "ips_days_below_floor": 0,
+            }
+        )
+
+    def side(strategy: str, stage: str | None, older: bool) -> dict[str, float]:
+        stages = [stage] if stage else list(STAGES)
+        wall = sum(by[(strategy, s)]["wall_s"] for s in stages)
+        share = older_wall / sum(by[("ips", s)]["wall_s"] for s in STAGES) if older else 0.0
+        base = wall * share if older else wall - (older_wall if strategy == "ips" and stage is None else 0.0)
+        return {"wall_s": base, "cpu_s": base, **{k: int(1000 * base) for k in figures}}
+
+    def entry(stage: str | None) -> dict[str, Any]:
+        ips, lookback, older = side("ips", stage, False), side("lookback", stage, False), side("ips", stage, True)
+        return {
+            "in_window": {
+                "ips": ips,
+                "lookback": lookback,
+                "ratio_ips_over_lookback": {k: ips[k] / lookback[k] for k in ips},
+            },
+            "older": {"ips": older, "share_of_ips_wall": older["wall_s"] / (ips["wall_s"] + older["wall_s"])},
+            "lookback_wrong_rows": wrong[stage] if stage else sum(wrong.values()),
+        }
+
+    split = {
+        "window_days": summary["scenario"]["lookback_days"],
+        **entry(None),
+        "per_stage": [{"stage": s, "pattern": p, **entry(s)} for s, p in STAGES.items()],
+    }
+    (out / "summary.json").write_text(json.dumps({**summary, "floor": floor, "split": split}))
+    return out
+
+
+def test_report_opens_with_the_in_window_ratio_the_price_of_correctness_and_the_floor(tmp_path: Path) -> None:
+    wrong = {"playback_daily": 12, "playback_daily_agg": 30, "title_daily_rank": 7}
+    out = _with_floor_and_split(
+        _run_dir(tmp_path / "run", _walls({s: [w] for s, w in zip(STAGES, (4.0, 6.0, 2.0), strict=True)})),
+        older_wall=3.0,
+        wrong=wrong,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    text = render(out).read_text()
+    first = text.split("## Totals")[0]
+    sp = summary["split"]
+    in_window = sp["in_window"]["ratio_ips_over_lookback"]["wall_s"]
+    # Independently: IPS 12 s in all, 3 s of it on older partitions; the lookback 30 s.
+    assert in_window == pytest.approx((12.0 - 3.0) / 30.0)
+    assert f"IPS costs {100 * in_window:.1f} % of the lookback's wall time" in first
+    assert f"IPS spent 3.00 s wall ({100 * 3.0 / 12.0:.1f} % of its wall time)" in first
+    assert f"they fix the {sum(wrong.values())} rows the lookback leaves wrong" in first
+    # Distance from the floor per pattern: IPS reads (i + 2) times the floor of stage i, the lookback 3 times.
+    assert "merge 2.0× (lookback 3.0×), filter 3.0× (lookback 3.0×), range 4.0× (lookback 3.0×)" in first
+    assert "## Saving and the price of correctness" in text and "## Against the floor" in text
+    assert "| playback_daily_agg | filter | rows written | 600 | 1,800 | 1,800 | 3.0× | 3.0× |" in text
+    assert f"| title_daily_rank | range | {100 * 2.0 / 10.0:.1f} % |" in text
+    # A summary without them (older result files) renders as before, with no headline lines.
+    plain = render(_run_dir(tmp_path / "plain", _walls({s: [1.0] for s in STAGES}))).read_text()
+    assert "Distance from the floor" not in plain and "## Against the floor" not in plain
