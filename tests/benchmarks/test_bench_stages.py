@@ -1,14 +1,14 @@
 """pytest-benchmark: each lookback stage and each IPS pattern, on a fresh warehouse per round.
 
 A warehouse is prepared once (``tiny`` scenario, both strategies run up to the
-day before the measured one, that day's batch ingested); every round copies it
-(``setup``, outside the timed region), runs one stage, and checks the stage's
-output against the oracle, so a fast round that skipped work fails.
+day before the measured one, that day's batch ingested); every round restores
+it at its own path (``setup``, outside the timed region; see ``rounds``: a copy
+elsewhere would still point at the original's files), runs one stage, and
+checks the stage's output against the oracle, so a fast round that skipped work fails.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ from pipelines.engine import DuckDBEngine
 from pipelines.ips.capture import build_icdc, find_changes
 from pipelines.ips.state import watermark
 from pipelines.pipeline import STAGES
+from tests.benchmarks.rounds import Prepared
 
 SCENARIO = from_preset("tiny", days=8, warmup_days=1, events_per_day=5_000, maintenance_every_days=0)
 DAY = SCENARIO.days  # the measured day: one past the prepared run
@@ -40,14 +41,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wh = tmp_path_factory.mktemp("bench") / "warehouse"
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    root = tmp_path_factory.mktemp("bench")
+    wh = root / "warehouse"
     simulate(SCENARIO, wh, progress=False)
     catalog = open_catalog(wh)
     batch_scenario = from_preset("tiny", days=DAY + 1, warmup_days=1, events_per_day=5_000)
     ingest_batch(catalog, arrival_batch(batch_scenario.event_model(), DAY))
     catalog.engine.dispose()
-    return wh
+    return Prepared(wh, root / "prepared")
 
 
 def run_stage(warehouse: Path, strategy: str, stage: str) -> StageRecorder:
@@ -62,13 +64,11 @@ def run_stage(warehouse: Path, strategy: str, stage: str) -> StageRecorder:
     return rec
 
 
-def fresh_round(prepared: Path, root: Path, strategy: str, stage: str) -> Callable[[], tuple[tuple[Any, ...], dict]]:
-    """A copy of the prepared warehouse with the day's earlier stages already run (not timed)."""
-    counter = iter(range(10_000))
+def fresh_round(prepared: Prepared, strategy: str, stage: str) -> Callable[[], tuple[tuple[Any, ...], dict]]:
+    """The prepared warehouse restored, with the day's earlier stages already run (not timed)."""
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        target = root / f"round-{next(counter)}"
-        shutil.copytree(prepared, target)
+        target = prepared.restore()
         for earlier in STAGES[: STAGES.index(stage)]:
             run_stage(target, strategy, earlier)
         return (target,), {}
@@ -88,14 +88,14 @@ def assert_stage_matches_oracle(warehouse: Path, strategy: str, stage: str) -> N
 
 @pytest.mark.parametrize("strategy", ["lookback", "ips"])
 @pytest.mark.parametrize("stage", STAGES)
-def test_stage(benchmark: Any, prepared: Path, tmp_path: Path, strategy: str, stage: str) -> None:
+def test_stage(benchmark: Any, prepared: Prepared, strategy: str, stage: str) -> None:
     recorders: list[StageRecorder] = []
 
     def target(warehouse: Path) -> Path:
         recorders.append(run_stage(warehouse, strategy, stage))
         return warehouse
 
-    last = benchmark.pedantic(target, setup=fresh_round(prepared, tmp_path, strategy, stage), rounds=3)
+    last = benchmark.pedantic(target, setup=fresh_round(prepared, strategy, stage), rounds=3)
     assert_stage_matches_oracle(last, strategy, stage)
     row = recorders[-1].row()
     assert row["rows_read"] > 0 and row["rows_written"] > 0
@@ -104,11 +104,9 @@ def test_stage(benchmark: Any, prepared: Path, tmp_path: Path, strategy: str, st
     )
 
 
-def test_icdc_creation(benchmark: Any, prepared: Path, tmp_path: Path) -> None:
+def test_icdc_creation(benchmark: Any, prepared: Prepared) -> None:
     """Building the zero-copy ICDC table for the day's capture (metadata only)."""
-    copy = tmp_path / "warehouse"
-    shutil.copytree(prepared, copy)
-    catalog = open_catalog(copy)
+    catalog = open_catalog(prepared.restore())
     source = catalog.load_table("source.playback")
     cap = find_changes("playback_daily", source, watermark(source, "playback_daily"), "event_ts")
     assert cap.files
