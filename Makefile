@@ -35,11 +35,15 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# Two pytest workers (pytest-xdist), each test file on one of them: module fixtures (a
+# tiny run, a Spark session, the PostgreSQL server) are built once.
+PYTEST_WORKERS ?= 2
+
 unit: $(STAMP) $(SPARK_STAMP)
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow" --durations=5
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=5
 
 ## Spark engine: pyspark 3.5.9 + the Iceberg 1.10.2 runtime jar (`.[spark]`) into .venv,
 ## and the JDBC drivers of both catalog databases, sqlite and PostgreSQL (Debian packages;

@@ -34,6 +34,7 @@ from pipelines.ips import workflow
 from pipelines.ips.state import COMMIT_RETRIES, StateLog, tag_name, watermark
 from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch, ips_event_ids, is_valid, run_ips_workflows
+from tests.lanes import covered
 
 SCENARIO = from_preset("tiny", lookback_days=3, strategies=("ips",))
 
@@ -110,8 +111,10 @@ def input_snapshot(w: Warehouse, stage: str) -> int | None:
 
 @pytest.mark.parametrize(
     ("stage", "point"),
-    [("playback_daily", p) for p in ("after_capture", "before_write", "after_write", "during_commit")]
-    + [(s, p) for s in STAGES[1:] for p in ("after_capture", "before_write")],
+    covered(
+        [("playback_daily", p) for p in ("after_capture", "before_write", "after_write", "during_commit")]
+        + [(s, p) for s in STAGES[1:] for p in ("after_capture", "before_write")]
+    ),
 )
 def test_batch_committed_mid_run_is_captured_by_the_next_run(wh: Warehouse, stage: str, point: str) -> None:
     start(wh)
@@ -206,7 +209,7 @@ def test_ip_commit_retries_a_conflicting_commit(
     wh.assert_equal_to_oracle()
 
 
-@pytest.mark.parametrize("stage", ["playback_daily", "playback_daily_agg"])
+@pytest.mark.parametrize("stage", ["playback_daily", pytest.param("playback_daily_agg", marks=pytest.mark.slow)])
 def test_ip_commit_gives_up_after_bounded_retries_and_loses_nothing(
     wh: Warehouse, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:

@@ -15,6 +15,7 @@ from bench.scenario import from_preset
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch, run_ips_day
+from tests.lanes import covered
 
 LOOKBACK = 3
 SCENARIO = from_preset("tiny", lookback_days=LOOKBACK, strategies=("ips",), max_lateness_days=20)
@@ -96,8 +97,10 @@ def days_for_faults() -> list[list[Event]]:
     return [day0, day1, day2]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("point", ["after_capture", "before_write", "after_write", "during_commit"])
+@pytest.mark.parametrize(
+    ("stage", "point"),
+    covered([(s, p) for s in STAGES for p in ("after_capture", "before_write", "after_write", "during_commit")]),
+)
 def test_crash_between_capture_and_commit_then_rerun(tmp_path: Path, stage: str, point: str) -> None:
     from pipelines.context import StageContext
     from pipelines.engine import DuckDBEngine

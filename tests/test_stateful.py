@@ -55,11 +55,11 @@ SHM = Path("/dev/shm")
 FAST_TMP = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 
 # The ci profile asks few examples of each test; this one carries the suite's
-# share of model-based examples (at least 200 in CI), more in the dev profile.
+# share of model-based examples (100 in CI, 800 in the dev profile).
 _PROFILE = settings()
-# Hundreds of examples: the long property run, in `make test` only.
+# A hundred examples of 8 steps: the long property run, in `make test` only.
 pytestmark = pytest.mark.slow
-EXAMPLES = max(200, 4 * _PROFILE.max_examples)
+EXAMPLES = max(100, 4 * _PROFILE.max_examples)
 STEPS = 16 if settings.get_current_profile_name() == "dev" else 8
 
 
