@@ -118,7 +118,8 @@ def floor_section(summary: dict[str, Any]) -> list[str]:
         "writes the missing ones; filter reads the changed keys' rows and writes their aggregates; range reads and "
         "writes the changed partitions; forward reads each changed account's rows from its earliest changed date "
         "(and its carried total) and writes its rows from there. Floor rows are counted exactly, floor bytes are "
-        "those rows at their partitions' average bytes per row. Sums over measured days; × = over the floor.",
+        "those rows at their partitions' average bytes per row. Sums over measured days; × = over the floor. The "
+        "lookback can come in under a floor: it skips the older partitions the floor includes.",
         "",
         "| stage | pattern | figure | floor | IPS | lookback | IPS × | lookback × |",
         "|---|---|---|---:|---:|---:|---:|---:|",
