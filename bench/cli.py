@@ -98,8 +98,12 @@ class _Written:
 
 def _undo(written: Sequence[_Written]) -> None:
     """Put each directory back as it was: removed if the run created it, emptied if it was given empty."""
+    from pipelines.pyiceberg_compat.writer_threads import stop_writers
+
     with _signals_ignored():
-        _stop_pyiceberg_writers()
+        # pyiceberg's writer threads go on after the main thread stops: a directory removed
+        # under them would be created again by their next file.
+        stop_writers()
         for w in written:
             if not w.existed:
                 shutil.rmtree(w.top, ignore_errors=True)
@@ -121,21 +125,6 @@ def _signals_ignored() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def _stop_pyiceberg_writers() -> None:
-    """Wait for pyiceberg's writer threads, which an interrupt of the main thread leaves running.
-
-    They write data files into the warehouse: removed under them, a directory would be
-    created again by the next file. The executor is dropped, so that a later call in this
-    process (tests call ``main`` repeatedly) gets a fresh one.
-    """
-    from pyiceberg.utils.concurrent import ExecutorFactory
-
-    executor = ExecutorFactory._instance
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
-        ExecutorFactory._instance = None
 
 
 def print_summary(summary: dict[str, Any], report: Path) -> None:

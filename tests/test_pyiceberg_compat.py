@@ -371,3 +371,36 @@ def test_outputs_written_in_chunks_of_whole_partitions_stay_exact(tmp_path, monk
     assert len(files) == len({f.partition[0] for f in files})
     assert sum(f.record_count for f in files) > 5 * 300
     assert len(pieces) > 3 * scenario.days  # several chunks per day
+
+
+# --- writer_threads -------------------------------------------------------------------------
+
+
+def test_upstream_offers_no_public_executor_shutdown() -> None:
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    public = {name for name in vars(ExecutorFactory) if not name.startswith("_")}
+    assert public == {"get_or_create", "max_workers"}, public  # a new member may be the public way
+
+
+def test_stop_writers_waits_for_the_running_writes_and_drops_the_executor() -> None:
+    import threading
+
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    from pipelines.pyiceberg_compat.writer_threads import stop_writers
+
+    executor = ExecutorFactory.get_or_create()
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def write() -> None:
+        started.set()
+        release.wait(5)
+        finished.set()
+
+    executor.submit(write)
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    stop_writers()
+    assert finished.is_set()  # stop_writers returned only after the running write ended
+    assert ExecutorFactory.get_or_create() is not executor  # a later write gets a fresh executor

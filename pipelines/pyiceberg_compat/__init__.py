@@ -14,6 +14,10 @@ fails once upstream no longer behaves that way: then the change may go.
 - ``manifest_eval_lock``: ``_ManifestEvalVisitor.eval`` made thread-safe.
 - ``manifest_cache``: ``ManifestFile.fetch_manifest_entry`` parses each manifest once.
 - ``transaction_metadata``: ``Transaction.table_metadata`` copies nothing when nothing is staged.
+
+One module reads a private member without replacing anything (so it is not in ``CHANGES``):
+
+- ``writer_threads``: ``stop_writers()`` waits for the shared writer executor (``ExecutorFactory._instance``).
 """
 
 from __future__ import annotations
