@@ -6,7 +6,6 @@ that drift (caches, a busy neighbour) hits both sides alike.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from bench.contract import FLOOR_KEYS
 from bench.equality import Verdict, compare
-from bench.metrics import StageRecorder
+from bench.metrics import StageRecorder, process_peak_rss
 from bench.progress import Progress
 from bench.scenario import Scenario
 from datagen.ingest import EventsFile, ingest_batch
@@ -240,5 +239,5 @@ def simulate(
         result.verdicts = check(catalog, scenario, pipeline=pipeline)
     finally:
         engine.close()
-    result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result.peak_rss_bytes = process_peak_rss()
     return result

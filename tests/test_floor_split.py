@@ -192,3 +192,17 @@ def test_a_small_run_records_the_floor_and_the_split(tmp_path: Path) -> None:
     assert sp["in_window"]["ips"]["rows_read"] + sp["older"]["ips"]["rows_read"] == measured.rows_read.sum()
     text = report.read_text()
     assert "**Saving, inside the lookback's 5-day window**" in text and "**Distance from the floor**" in text
+
+
+def test_peak_memory_of_a_block_is_seen_and_the_process_peak_survives_the_reset() -> None:
+    """A short-lived allocation between samples is the block's peak (the kernel's high-water
+    mark, not a sample); the next block starts afresh, the process's peak keeps it."""
+    size = 256 * 1024 * 1024
+    with metrics.PeakRss(interval_s=10.0) as first:  # no sample would fall inside the allocation
+        block = bytearray(size)
+        del block
+    with metrics.PeakRss(interval_s=10.0) as second:
+        pass
+    assert first.peak_bytes >= size
+    assert second.peak_bytes < first.peak_bytes - size // 2
+    assert metrics.process_peak_rss() >= first.peak_bytes
