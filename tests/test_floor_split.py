@@ -156,6 +156,7 @@ def test_summary_floor_and_split_are_sums_over_measured_days() -> None:
     assert {s["stage"]: s["lookback_wrong_rows"] for s in sp["per_stage"]} == wrong
 
 
+@pytest.mark.slow
 def test_a_small_run_records_the_floor_and_the_split(tmp_path: Path) -> None:
     scenario = from_preset("tiny", days=6, warmup_days=1, events_per_day=800)
     out = tmp_path / "run"
