@@ -24,7 +24,7 @@ from pyiceberg.io.pyarrow import (
     schema_to_pyarrow,
     write_file,
 )
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent, ManifestFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
@@ -49,6 +49,8 @@ class FileSet:
     bytes: int = 0
     # Row-level delete files (merge-on-read tables written by Spark): bytes included above.
     delete_files: int = 0
+    # (day partition in days since EPOCH, rows, bytes) of the files above: where the rows lie.
+    days: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def files(self) -> int:
@@ -58,12 +60,22 @@ class FileSet:
     def of(data_files: Iterable[DataFile], delete_files: Iterable[DataFile] = ()) -> FileSet:
         files = list(data_files)
         deletes = {f.file_path: f for f in delete_files}
+        days: dict[int, tuple[int, int]] = {}
+        for f in (*files, *deletes.values()):
+            rows, size = days.get(int(f.partition[0]), (0, 0))
+            data_rows = f.record_count if f.content == DataFileContent.DATA else 0
+            days[int(f.partition[0])] = (rows + data_rows, size + f.file_size_in_bytes)
         return FileSet(
             tuple(f.file_path for f in files),
             sum(f.record_count for f in files),
             sum(f.file_size_in_bytes for f in files) + sum(f.file_size_in_bytes for f in deletes.values()),
             len(deletes),
+            tuple((day, rows, size) for day, (rows, size) in sorted(days.items())),
         )
+
+    def by_date(self) -> dict[date, tuple[int, int]]:
+        """Rows and bytes of these files by the date of the day partition they lie in."""
+        return {EPOCH + timedelta(days=day): (rows, size) for day, rows, size in self.days}
 
 
 def plan(table: Table, row_filter: BooleanExpression, snapshot_id: int | None = None) -> FileSet:

@@ -56,18 +56,15 @@ def bytes_per_row(fig: Figures) -> float:
     return size / rows if rows else 0.0
 
 
-def record_read(
-    ctx: StageContext, table: Table, files: FileSet, dates: Sequence[date] | None, feeds: date | None = None
-) -> dict[date, Figures]:
-    """Tell the recorder what a job read (``files``, the planned scan of ``dates``; every file when None).
+def record_read(ctx: StageContext, files: FileSet, feeds: date | None = None) -> dict[date, Figures]:
+    """Tell the recorder what a job read (``files``, a planned scan), and on which partitions.
 
     Returns the per-partition figures. ``feeds``: count all of it on that date
     instead (a carried value read from earlier partitions counts with the date it feeds).
     """
     ctx.recorder.read(files.rows, files.bytes, files.files)
-    with ctx.recorder.aside():
-        by_date = per_date(dated_files(table, dates))
-        ctx.recorder.partitions(read={feeds: total(by_date)} if feeds is not None else by_date)
+    by_date = files.by_date()
+    ctx.recorder.partitions(read={feeds: total(by_date)} if feeds is not None else by_date)
     return by_date
 
 
@@ -113,7 +110,7 @@ def bind_carry(
     assert stage.carry is not None
     with ctx.recorder.phase("plan"):
         files = plan_dates(target, dates)
-    record_read(ctx, target, files, dates, feeds)
+    record_read(ctx, files, feeds)
     ctx.engine.bind_input("carry_rows", target, files)
     ctx.engine.bind_sql("carry_before", f"SELECT t.* FROM carry_rows t WHERE {before}")
     ctx.engine.bind_sql(stage.carry.relation, stage.carry.sql.format(before="carry_before"))
@@ -144,7 +141,7 @@ def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[da
         source = ctx.catalog.load_table(stage_input.table(strategy))
         with ctx.recorder.phase("plan"):
             files = plan_dates(source, dates)
-        record_read(ctx, source, files, dates)
+        record_read(ctx, files)
         read_rows, read_bytes = read_rows + files.rows, read_bytes + files.bytes
         parts.append(
             PartitionedInput(stage_input.relation, source, stage_input.date_column, dates, files, stage.date_local)

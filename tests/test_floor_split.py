@@ -207,3 +207,25 @@ def test_peak_memory_of_a_block_is_seen_and_the_process_peak_survives_the_reset(
     assert first.peak_bytes >= size
     assert second.peak_bytes < first.peak_bytes - size // 2
     assert metrics.process_peak_rss() >= first.peak_bytes
+
+
+def test_a_planned_scan_knows_on_which_partitions_its_rows_lie(catalog) -> None:
+    """``FileSet.by_date`` (what a job read, by partition) agrees with the table's live files of those dates."""
+    from datagen.ingest import ingest_batch
+    from pipelines.iceberg_io import plan_dates
+    from pipelines.pipeline import SOURCE_TABLE
+    from pipelines.recompute import dated_files, per_date
+    from tests.events import Event, at, batch
+
+    events = [Event(f"e{i}", i, i % 3, "US", "tv", at(-(i % 4), i % 24), 60 + i, at(0, 23)) for i in range(40)]
+    ingest_batch(catalog, batch(events[:25]))
+    ingest_batch(catalog, batch(events[25:]))
+    table = catalog.load_table(SOURCE_TABLE)
+    dates = sorted({e.event_ts.date() for e in events})[1:]
+    files = plan_dates(table, dates)
+    assert files.by_date() == per_date(dated_files(table, dates))
+    assert (
+        sum(rows for rows, _ in files.by_date().values())
+        == files.rows
+        == sum(1 for e in events if e.event_ts.date() in dates)
+    )

@@ -103,8 +103,8 @@ def merge(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             changes = plan(icdc, AlwaysTrue())
             # A key lives only in its own event_date partition: probe just those.
             existing = plan_dates(target, dates)
-        captured = record_read(ctx, icdc, changes, None)
-        record_read(ctx, target, existing, dates)
+        captured = record_read(ctx, changes)
+        record_read(ctx, existing)
         ctx.engine.bind_input(source_input.relation, icdc, changes, in_dates(source_input.date_column, dates))
         (key,) = stage.key
         probe = Key(key, stage.probe_key)
@@ -130,9 +130,9 @@ def filter_keys(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             changes = plan(icdc, AlwaysTrue())
             input_files = plan_dates(source, keyed)
             old_files = plan_dates(target, keyed)
-        record_read(ctx, icdc, changes, None)
-        record_read(ctx, source, input_files, keyed)
-        record_read(ctx, target, old_files, keyed)
+        record_read(ctx, changes)
+        record_read(ctx, input_files)
+        record_read(ctx, old_files)
         keys = ", ".join(stage.key)
         with ctx.recorder.phase("probe"):
             ctx.engine.bind_input("icdc_rows", icdc, changes, in_dates(source_input.date_column, keyed))
@@ -171,7 +171,7 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         icdc = ctx.catalog.load_table(cap.icdc_table)
         with ctx.recorder.phase("plan"):
             changes = plan(icdc, AlwaysTrue())
-        record_read(ctx, icdc, changes, None)
+        record_read(ctx, changes)
         with ctx.recorder.phase("probe"):
             ctx.engine.bind_input("icdc_rows", icdc, changes, in_dates(source_input.date_column, keyed))
             changed = ctx.engine.materialize(
@@ -186,8 +186,8 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
         with ctx.recorder.phase("plan"):
             input_files = plan_dates(source, later)
             old_files = plan_dates(target, later)
-        record_read(ctx, source, input_files, later)
-        record_read(ctx, target, old_files, later)
+        record_read(ctx, input_files)
+        record_read(ctx, old_files)
         carry = bind_carry(
             ctx,
             stage,
