@@ -24,7 +24,7 @@ from pyiceberg.io.pyarrow import (
     schema_to_pyarrow,
     write_file,
 )
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent, ManifestFile
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent, ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
@@ -97,6 +97,39 @@ def live_files(table: Table, snapshot: Snapshot | None = None) -> list[DataFile]
     if snapshot is None:
         return []
     return [f for m in snapshot.manifests(table.io) for f in live_data_files(m, table.io)]
+
+
+def own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntryStatus, DataFile]]:
+    """Entries ``snapshot`` itself added or deleted, data and delete files alike."""
+    io = table.io
+    out: list[tuple[ManifestEntryStatus, DataFile]] = []
+    for manifest in snapshot.manifests(io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+            if entry.snapshot_id == snapshot.snapshot_id and entry.status != ManifestEntryStatus.EXISTING:
+                out.append((entry.status, entry.data_file))
+    return out
+
+
+def added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
+    """Files (data and delete files) that ``snapshot`` itself added."""
+    return [f for status, f in own_entries(table, snapshot) if status == ManifestEntryStatus.ADDED]
+
+
+def added_after(table: Table, before: int | None) -> list[DataFile]:
+    """Files the snapshots committed after ``before`` added and that are still live."""
+    added: list[DataFile] = []
+    removed: set[str] = set()
+    snap = table.current_snapshot()
+    while snap is not None and snap.snapshot_id != before:
+        for status, f in own_entries(table, snap):
+            if status == ManifestEntryStatus.DELETED:
+                removed.add(f.file_path)
+            elif f.file_path not in removed:
+                added.append(f)
+        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return added
 
 
 def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFile], list[DataFile]]:

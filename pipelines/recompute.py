@@ -11,7 +11,7 @@ pattern's floor -- read the changed partitions, write their output.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,20 +21,9 @@ from pyiceberg.table import Table
 
 from pipelines.context import StageContext
 from pipelines.engine import Inputs, PartitionedInput
-from pipelines.iceberg_io import EPOCH, FileSet, live_files, partition_dates, plan_dates
+from pipelines.iceberg_io import EPOCH, FileSet, added_after, partition_dates, plan_dates
 from pipelines.pipeline import Stage
 from pipelines.recorder import Figures
-
-
-def dated_files(table: Table, dates: Iterable[date] | None = None) -> dict[date, list[DataFile]]:
-    """The live files (delete files too) of ``table``'s day partitions, by date; all dates when ``dates`` is None."""
-    wanted = None if dates is None else {(d - EPOCH).days for d in dates}
-    out: dict[date, list[DataFile]] = {}
-    for f in live_files(table):
-        day = int(f.partition[0])
-        if wanted is None or day in wanted:
-            out.setdefault(EPOCH + timedelta(days=day), []).append(f)
-    return out
 
 
 def figures(files: Sequence[DataFile]) -> Figures:
@@ -80,17 +69,23 @@ class Written:
 def written(ctx: StageContext, table_name: str, dates: Sequence[date]) -> Iterator[Written]:
     """Around a write to ``dates`` of ``table_name``: tell the recorder on which partitions its new files lie.
 
-    The files a partition holds after the write and did not hold before are
-    what the write added (copy-on-write rewrites, appends and delete files alike).
+    What the write added are the files its snapshots added that are still live
+    (copy-on-write rewrites, appends and delete files alike), read from those
+    snapshots' own manifests; the partitions' live files are listed once, after it.
     """
     out = Written()
     with ctx.recorder.aside():
-        before = {f.file_path for fs in dated_files(ctx.catalog.load_table(table_name), dates).values() for f in fs}
+        before = ctx.catalog.load_table(table_name).metadata.current_snapshot_id
     yield out
     with ctx.recorder.aside():
-        after = dated_files(ctx.catalog.load_table(table_name), dates)
-        out.after = per_date(after)
-        out.added = {d: figures([f for f in fs if f.file_path not in before]) for d, fs in after.items()}
+        table = ctx.catalog.load_table(table_name)
+        out.after = plan_dates(table, dates).by_date()
+        wanted = {(d - EPOCH).days for d in dates}
+        added: dict[date, list[DataFile]] = {}
+        for f in added_after(table, before):
+            if int(f.partition[0]) in wanted:
+                added.setdefault(EPOCH + timedelta(days=int(f.partition[0])), []).append(f)
+        out.added = per_date(added)
         ctx.recorder.partitions(wrote=out.added)
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pytest
@@ -227,9 +227,9 @@ print(json.dumps([size, before, first.peak_bytes, second.peak_bytes, metrics.pro
 def test_a_planned_scan_knows_on_which_partitions_its_rows_lie(catalog) -> None:
     """``FileSet.by_date`` (what a job read, by partition) agrees with the table's live files of those dates."""
     from datagen.ingest import ingest_batch
-    from pipelines.iceberg_io import plan_dates
+    from pipelines.iceberg_io import EPOCH, live_files, plan_dates
     from pipelines.pipeline import SOURCE_TABLE
-    from pipelines.recompute import dated_files, per_date
+    from pipelines.recompute import per_date
     from tests.events import Event, at, batch
 
     events = [Event(f"e{i}", i, i % 3, "US", "tv", at(-(i % 4), i % 24), 60 + i, at(0, 23)) for i in range(40)]
@@ -238,9 +238,50 @@ def test_a_planned_scan_knows_on_which_partitions_its_rows_lie(catalog) -> None:
     table = catalog.load_table(SOURCE_TABLE)
     dates = sorted({e.event_ts.date() for e in events})[1:]
     files = plan_dates(table, dates)
-    assert files.by_date() == per_date(dated_files(table, dates))
+    wanted = {(d - EPOCH).days for d in dates}
+    live: dict[date, list] = {}
+    for f in live_files(table):
+        if int(f.partition[0]) in wanted:
+            live.setdefault(EPOCH + timedelta(days=int(f.partition[0])), []).append(f)
+    assert files.by_date() == per_date(live)
     assert (
         sum(rows for rows, _ in files.by_date().values())
         == files.rows
         == sum(1 for e in events if e.event_ts.date() in dates)
     )
+
+
+def test_what_a_write_added_is_read_from_its_own_snapshot(catalog) -> None:
+    """``written`` names, per partition, exactly the files the write added: those live after it and not before."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bench.metrics import StageRecorder
+    from datagen.ingest import ingest_batch
+    from pipelines.context import StageContext
+    from pipelines.engine import Engine
+    from pipelines.iceberg_io import EPOCH, live_files, overwrite_partitions
+    from pipelines.pipeline import SOURCE_TABLE
+    from pipelines.recompute import figures, written
+    from tests.events import Event, at, batch
+
+    events = [Event(f"e{i}", i, i % 3, "US", "tv", at(-(i % 4), i % 24), 60 + i, at(0, 23)) for i in range(40)]
+    ingest_batch(catalog, batch(events[:25]))
+    ingest_batch(catalog, batch(events[25:]))
+    table = catalog.load_table(SOURCE_TABLE)
+    before = {f.file_path for f in live_files(table)}
+    dates = sorted({e.event_ts.date() for e in events})[:2]
+    rows = table.scan().to_arrow()
+    days = pc.cast(pc.cast(rows["event_ts"], "date32"), "int32")
+    keep = pc.is_in(days, value_set=pa.array([(d - EPOCH).days for d in dates], "int32"))
+    recorder = StageRecorder()
+    ctx = StageContext(catalog, cast(Engine, object()), recorder)  # written() runs no SQL
+    with written(ctx, SOURCE_TABLE, dates) as out:
+        overwrite_partitions(table, [rows.filter(keep)], dates, StageRecorder())
+    new: dict[date, list] = {}
+    for f in live_files(catalog.load_table(SOURCE_TABLE)):
+        if f.file_path not in before:
+            new.setdefault(EPOCH + timedelta(days=int(f.partition[0])), []).append(f)
+    assert set(new) == set(dates)
+    assert out.added == {d: figures(fs) for d, fs in new.items()}
+    assert sum(r for r, _ in out.added.values()) == sum(1 for e in events if e.event_ts.date() in dates)

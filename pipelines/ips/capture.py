@@ -30,7 +30,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DateType, TimestamptzType
 
-from pipelines.iceberg_io import EPOCH, live_files
+from pipelines.iceberg_io import EPOCH, added_files, live_files, own_entries
 from pipelines.recorder import NullRecorder, Recorder
 
 ICDC_NAMESPACE = "ips_icdc"
@@ -122,24 +122,6 @@ class Walk:
     first_run: bool = False
 
 
-def _own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntryStatus, DataFile]]:
-    """Entries ``snapshot`` itself added or deleted, data and delete files alike."""
-    io = table.io
-    out: list[tuple[ManifestEntryStatus, DataFile]] = []
-    for manifest in snapshot.manifests(io):
-        if manifest.added_snapshot_id != snapshot.snapshot_id:
-            continue
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
-            if entry.snapshot_id == snapshot.snapshot_id and entry.status != ManifestEntryStatus.EXISTING:
-                out.append((entry.status, entry.data_file))
-    return out
-
-
-def _added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
-    """Data files that ``snapshot`` itself added."""
-    return [f for status, f in _own_entries(table, snapshot) if status == ManifestEntryStatus.ADDED]
-
-
 def _is_compaction(snapshot: Snapshot) -> bool:
     """An OVERWRITE our compactor marked, that kept every record (see maintenance.compact)."""
     summary = snapshot.summary
@@ -182,12 +164,12 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
     for s in reversed(walked):
         op = s.summary.operation if s.summary is not None else None
         if op == Operation.APPEND:
-            walk.appended.extend(_added_files(table, s))
+            walk.appended.extend(added_files(table, s))
         elif op == Operation.REPLACE or _is_compaction(s):
             walk.non_append.append((s.snapshot_id, "replace"))
         elif op in (Operation.OVERWRITE, Operation.DELETE):
             walk.non_append.append((s.snapshot_id, op.value))
-            for status, f in _own_entries(table, s):
+            for status, f in own_entries(table, s):
                 walk.rewritten_days.add(int(f.partition[0]))
                 if status == ManifestEntryStatus.DELETED:
                     removed.add(f.file_path)
