@@ -9,7 +9,7 @@ from reports import growth
 
 def _check(day: int, wrong: dict[str, int], unexplained: int = 0) -> dict[str, Any]:
     per_stage = {s: {"mismatched_rows": n, "unexplained_mismatched_rows": 0} for s, n in wrong.items()}
-    lookback = {"equal_to_oracle": False, "mismatched_rows": sum(wrong.values())}
+    lookback: dict[str, Any] = {"equal_to_oracle": False, "mismatched_rows": sum(wrong.values())}
     lookback |= {"unexplained_mismatched_rows": unexplained, "per_stage": per_stage}
     ips = {"equal_to_oracle": True, "mismatched_rows": 0, "per_stage": {}}
     return {"day": day, "lookback": lookback, "ips": ips}
