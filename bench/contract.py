@@ -172,6 +172,8 @@ SWEEP_VARIABLES: dict[str, type[int] | type[float]] = {
 SWEEP_FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
 SWEEP_SPREAD_COLUMNS = tuple(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max"))
 SWEEP_RATIO_COLUMNS = tuple(f"ips_over_lookback_{k}" for k in RATIO_KEYS)
+# IPS rows: the in-window ratio and the older partitions' share (summary.json's split), the distance from the floor.
+SWEEP_SPLIT_COLUMNS = ("in_window_ips_over_lookback_wall_s", "older_share_of_ips_wall", "ips_over_floor_rows_read")
 SWEEP_SCENARIO_COLUMNS = ("preset", "engine", "repeats", "measured_days", *SWEEP_VARIABLES)
 SWEEP_CORRECTNESS_COLUMNS = (
     "equal_to_oracle",
@@ -192,6 +194,7 @@ SWEEP_COLUMNS = (
     *SWEEP_FIGURES,
     *SWEEP_SPREAD_COLUMNS,
     *SWEEP_RATIO_COLUMNS,
+    *SWEEP_SPLIT_COLUMNS,
     *SWEEP_CORRECTNESS_COLUMNS,
     "peak_rss_bytes",
     "error",

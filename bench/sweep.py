@@ -36,12 +36,14 @@ from bench.contract import (
     SWEEP_FIGURES,
     SWEEP_RATIO_COLUMNS,
     SWEEP_RESULTS,
+    SWEEP_SPLIT_COLUMNS,
     SWEEP_SPREAD_COLUMNS,
     SWEEP_SUMMARY,
     SWEEP_VARIABLES,
     TOTAL_STAGE,
     aggregate_repeats,
     pct,
+    ratio,
     warm,
 )
 from bench.machine import machine_info
@@ -157,6 +159,20 @@ def _verdict_row(summary: dict[str, Any], strategy: str, stage: str) -> dict[str
     }
 
 
+def split_columns(summary: dict[str, Any], stage: str) -> dict[str, Any]:
+    """An IPS row's in-window ratio, older share and distance from the floor (rows read), from summary.json."""
+    sp = summary.get("split") or {}
+    part = sp if stage == TOTAL_STAGE else next((s for s in sp.get("per_stage", []) if s["stage"] == stage), {})
+    floors = [f for f in summary.get("floor") or [] if stage in (TOTAL_STAGE, f["stage"])]
+    floor_rows = sum(f["floor"]["rows_read"] for f in floors)
+    in_window = part.get("in_window", {}).get("ratio_ips_over_lookback", {})
+    return {
+        "in_window_ips_over_lookback_wall_s": in_window.get("wall_s"),
+        "older_share_of_ips_wall": part.get("older", {}).get("share_of_ips_wall"),
+        "ips_over_floor_rows_read": ratio(sum(f["ips"]["rows_read"] for f in floors), floor_rows) if floors else None,
+    }
+
+
 def _peak_rss(summary: dict[str, Any], strategy: str) -> int | None:
     """Per-strategy peak RSS when the summary has one, else the run's."""
     per_strategy = summary.get("totals", {}).get(strategy, {}).get("peak_rss_bytes")
@@ -179,6 +195,8 @@ def point_rows(point: Point, df: pd.DataFrame, summary: dict[str, Any], passed: 
         for k, col in zip(RATIO_KEYS, SWEEP_RATIO_COLUMNS, strict=True):
             row[col] = fig[k] / lookback[k] if strategy == "ips" and lookback and lookback[k] else None
         row.update(_verdict_row(summary, strategy, stage))
+        if strategy == "ips":
+            row.update(split_columns(summary, stage))
         if row.get("peak_rss_bytes") is None:
             row["peak_rss_bytes"] = _peak_rss(summary, strategy)
         rows.append(row)
@@ -209,7 +227,7 @@ def _point_base(point: Point, measured_days: int, passed: bool) -> dict[str, Any
 def sweep_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows in the contract's column order; failed points leave figures empty (null)."""
     df = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
-    numeric = (*SWEEP_FIGURES, *SWEEP_SPREAD_COLUMNS, *SWEEP_RATIO_COLUMNS, "peak_rss_bytes")
+    numeric = (*SWEEP_FIGURES, *SWEEP_SPREAD_COLUMNS, *SWEEP_RATIO_COLUMNS, *SWEEP_SPLIT_COLUMNS, "peak_rss_bytes")
     for col in (*numeric, "mismatched_rows", "unexplained_mismatched_rows", "late_events_beyond_window"):
         df[col] = pd.to_numeric(df[col])
     for col in ("equal_to_oracle", "passed"):

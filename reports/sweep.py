@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.contract import STRATEGIES, SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE, pct, pipeline_stages
 from reports.crossover import crossings, describe, use_log_scale
+from reports.floor import times
 from reports.render import machine_lines
 from reports.style import LINESTYLES, STRATEGY_COLORS, count, mib, plural, stage_colors
 
@@ -284,10 +285,10 @@ def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
         "## Points",
         "",
         f"| point | IPS/lookback wall: total · {' · '.join(patterns.get(s, s) for s in stages)} | "
-        "IPS equal to oracle | "
+        "in window: IPS/lookback wall | older share of IPS wall | IPS rows read × floor | IPS equal to oracle | "
         "lookback rows wrong (unexplained) | late events beyond window | peak RSS MiB: lookback · IPS | "
         "passed | report |",
-        "|---|---|---|---:|---:|---:|---|---|",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|",
     ]
     for entry in summary["points"]:
         rows = df[df.point == entry["point"]]
@@ -298,6 +299,16 @@ def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
             return pct(ips.ips_over_lookback_wall_s.get(stage)) if stage in ips.index else "–"
 
         ratios = " · ".join(ratio(s) for s in (TOTAL_STAGE, *stages))
+        whole = ips.loc[TOTAL_STAGE] if TOTAL_STAGE in ips.index else None
+        split = (
+            ("–", "–", "–")
+            if whole is None
+            else (
+                pct(whole.get("in_window_ips_over_lookback_wall_s")),
+                pct(whole.get("older_share_of_ips_wall")),
+                times(whole.get("ips_over_floor_rows_read")),
+            )
+        )
         ips_ok = "–" if TOTAL_STAGE not in ips.index else str(ips.equal_to_oracle.get(TOTAL_STAGE))
         wrong = (
             "–"
@@ -310,10 +321,14 @@ def _points_table(df: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
         passed = "yes" if entry["passed"] else f"**no**{': ' + entry['error'] if entry.get('error') else ''}"
         link = f"[report]({entry['dir']}/report.md)" if not entry.get("error") else "–"
         lines.append(
-            f"| `{entry['point']}` | {ratios} | {ips_ok} | {wrong} | {missed} | {peak_text} | {passed} | {link} |"
+            f"| `{entry['point']}` | {ratios} | {' | '.join(split)} | {ips_ok} "
+            f"| {wrong} | {missed} | {peak_text} | {passed} | {link} |"
         )
     lines += [
         "",
+        "In window: IPS's work on partitions inside the lookback's window against the lookback's; older share: "
+        "what IPS spent correcting older partitions (the price of correctness); × floor: rows IPS read over the "
+        "rows its patterns cannot avoid reading (each point's report details both). "
         "Figures are sums over the measured (non-warm-up) days, medians over warm repeats (with repeats, the "
         "first, cold one is left out as in each point's summary). Peak RSS is the process's resident memory "
         "sampled while the strategy's stages ran; the sweep runs its points in one process, so it includes "
