@@ -11,7 +11,7 @@ pattern's floor -- read the changed partitions, write their output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -120,7 +120,20 @@ def carried_floor(ctx: StageContext, stage: Stage, read: Figures) -> Figures:
     return rows, round(rows * bytes_per_row(read))
 
 
-def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[date], *, floor: bool = True) -> Written:
+# How a recompute writes its output: (target, stage SQL, bound inputs). The default is the engine's
+# replace_partitions on ``main``; a backfill writes to an audit branch instead (pipelines.backfill).
+Write = Callable[[Table, str, Inputs], None]
+
+
+def recompute(
+    ctx: StageContext,
+    stage: Stage,
+    strategy: str,
+    dates: Sequence[date],
+    *,
+    floor: bool = True,
+    write: Write | None = None,
+) -> Written:
     """INSERT OVERWRITE the partitions ``dates`` of ``strategy``'s ``stage`` from its inputs' same dates.
 
     A stage that carries a value forward takes it from its own rows before the first of ``dates``.
@@ -129,6 +142,7 @@ def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[da
         floor: record the range floor of ``dates`` (IPS: read those partitions
             of every input and the carried value, write their output); the
             lookback is no pattern and records none.
+        write: writes the output instead of the engine's ``replace_partitions`` (a backfill's branch write).
     """
     parts = []
     read_rows = read_bytes = 0
@@ -150,7 +164,10 @@ def recompute(ctx: StageContext, stage: Stage, strategy: str, dates: Sequence[da
             carried_rows, carried_bytes = carried_floor(ctx, stage, carry)
             read_rows, read_bytes = read_rows + carried_rows, read_bytes + carried_bytes
     with written(ctx, stage.table(strategy), dates) as out:
-        ctx.engine.replace_partitions(target, stage.statement(), Inputs(tuple(parts)), ctx.recorder, ctx.fault)
+        if write is None:
+            ctx.engine.replace_partitions(target, stage.statement(), Inputs(tuple(parts)), ctx.recorder, ctx.fault)
+        else:
+            write(target, stage.statement(), Inputs(tuple(parts)))
     if floor:
         ctx.recorder.floor(read_rows, read_bytes, *total(out.after))
     return out
