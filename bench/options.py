@@ -76,6 +76,19 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         help="every N days delete all events of some accounts from the source, a non-append change (0: never)",
     )
     g.add_argument("--privacy-delete-accounts", type=int, help="accounts removed by each privacy delete (default 1)")
+    g.add_argument(
+        "--repopulate-day",
+        type=int,
+        help="on this processing day the source's event dates --repopulate-from-day..--repopulate-to-day "
+        "(days after the start) are rewritten with corrected view_seconds, one OVERWRITE (default: never)",
+    )
+    g.add_argument("--repopulate-from-day", type=int, help="first repopulated event date, in days after the start")
+    g.add_argument("--repopulate-to-day", type=int, help="last repopulated event date, in days after the start")
+    g.add_argument(
+        "--lookback-backfill",
+        help="after a repopulation: 'manual' runs the lookback user's backfill of every stage in lineage "
+        "order (counted as user steps); 'none' (default) leaves it to the window",
+    )
     g.add_argument("--engine", help="duckdb (embedded default) or spark")
     g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
     g.add_argument(
@@ -142,6 +155,10 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         maintenance_every_days=args.maintenance_every_days,
         privacy_delete_every_days=args.privacy_delete_every_days,
         privacy_delete_accounts=args.privacy_delete_accounts,
+        repopulate_day=args.repopulate_day,
+        repopulate_from_day=args.repopulate_from_day,
+        repopulate_to_day=args.repopulate_to_day,
+        lookback_backfill=args.lookback_backfill,
         engine=args.engine,
         spark_master=args.spark_master,
         strategies=strategies,

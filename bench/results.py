@@ -138,6 +138,70 @@ def split(measured: pd.DataFrame, verdicts: dict[str, VerdictRecord], lookback_d
     }
 
 
+_COST = ("wall_s", "cpu_s", "rows_read", "bytes_read", "rows_written", "bytes_written")
+
+
+def _cost(rows: pd.DataFrame) -> dict[str, float]:
+    return {k: float(rows[k].sum()) if k in rows else 0.0 for k in _COST}
+
+
+def restatement(df: pd.DataFrame, scenario: Scenario, verdicts: dict[str, VerdictRecord]) -> dict[str, Any] | None:
+    """The repopulation scenario per strategy (first repeat): cost of the day it lands on and of
+    the user's backfills, that day's excess over a median other measured day, user steps, and
+    correctness after."""
+    day = scenario.repopulate_day
+    if day is None:
+        return None
+    rows = df[df.repeat == df.repeat.min()] if "repeat" in df else df
+    source = rows[(rows.strategy == "source") & (rows.stage == "repopulate")]
+    out: dict[str, Any] = {
+        "repopulate_day": day,
+        "repopulated_days": [scenario.repopulate_from_day, scenario.repopulate_to_day],
+        "lookback_backfill": scenario.lookback_backfill,
+        "lookback_window_days": scenario.lookback_days,
+        "source_rewrite": _cost(source),
+        "per_strategy": {},
+    }
+    for strategy in STRATEGIES:
+        mine = rows[rows.strategy == strategy]
+        if mine.empty:
+            continue
+        backfills = mine[mine.stage == "backfill"]
+        stages = mine[mine.stage.isin(pipeline_stages(mine.stage)) & (mine.stage != "backfill")]
+        on_day = _cost(stages[stages.day == day])
+        others = stages[(stages.day != day) & ~stages.warmup]
+        per_day = others.groupby("day")[list(_COST)].sum() if not others.empty else None
+        median = {k: float(per_day[k].median()) for k in _COST} if per_day is not None else None
+        triggered = {k: on_day[k] - median[k] for k in _COST} if median is not None else None
+        verdict = verdicts.get(strategy, {})
+        per_stage = verdict.get("per_stage", {})
+        explained = sum(int(v.get("repopulation_explained_rows", 0)) for v in per_stage.values())
+        steps = len(backfills)
+        equal = bool(verdict.get("equal_to_oracle"))
+        unexplained = int(verdict.get("unexplained_mismatched_rows", 0 if equal else 1))
+        # The repopulation is carried when nothing is wrong but what late data beyond the window explains.
+        carried = equal or (unexplained == 0 and explained == 0)
+        if carried:
+            correct = f"day {day}, " + ("at its own run" if steps == 0 else f"after {steps} user backfill(s)")
+        else:
+            correct = "never: the window had left the repopulated dates before they were rewritten"
+        total = {k: on_day[k] + _cost(backfills)[k] for k in _COST}
+        out["per_strategy"][strategy] = {
+            "user_steps": steps,
+            "day_cost": on_day,
+            "median_day_cost": median,
+            "day_excess_over_median": triggered,
+            "backfill_cost": _cost(backfills),
+            "day_plus_backfills": total,
+            "equal_to_oracle_after": equal,
+            "mismatched_rows_after": int(verdict.get("mismatched_rows", 0)),
+            "repopulation_explained_rows": explained,
+            "repopulation_carried": carried,
+            "correct_from": correct,
+        }
+    return out
+
+
 def correctness(verdicts: dict[str, Verdict]) -> dict[str, VerdictRecord]:
     """The verdicts as summary.json records them; only the lookback's carry explanations."""
     return {s: cast(VerdictRecord, v.as_dict(s == "lookback")) for s, v in verdicts.items()}
@@ -169,6 +233,7 @@ def summarize(
             if not (part := measured[measured.strategy == strategy]).empty
         },
         "correctness": verdict_records,
+        "restatement": restatement(df, scenario, verdict_records),
         "repeats": {
             "count": int(df.repeat.nunique()),
             "warm_repeats_in_totals": int(measured.repeat.nunique()),

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 
+from bench import backfill as restated
 from bench.contract import FLOOR_KEYS
 from bench.equality import Verdict, compare
 from bench.metrics import StageRecorder, process_peak_rss
@@ -43,6 +44,8 @@ class RunResult:
     peak_rss_bytes: int = 0
     start_date: date | None = None
     engine_start_s: float = 0.0
+    # The lookback's mismatched rows a repopulation explains (its window had left those dates).
+    repopulation_explained_rows: int = 0
 
 
 class Batches:
@@ -214,6 +217,9 @@ def simulate(
                         "partitions": len(accounts),
                     }
                 )
+            repopulating = day == scenario.repopulate_day
+            if repopulating:
+                result.rows.append(restated.run_repopulation(catalog, scenario, batches.start_date, base))
             walls: dict[str, float] = {}
             window_start, _ = lookback.window(processing_date, scenario.lookback_days)
             day_rows: list[dict[str, Any]] = []
@@ -226,6 +232,10 @@ def simulate(
                     row = rec.row()
                     walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
                     day_rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
+                if repopulating and strategy == "lookback" and scenario.lookback_backfill == "manual":
+                    backfills = restated.manual_backfills(catalog, engine, scenario, batches.start_date, base, pipeline)
+                    walls[strategy] += sum(r["wall_s"] for r in backfills)
+                    result.rows.extend(backfills)
             result.rows.extend(share_floors(day_rows))
             every = scenario.maintenance_every_days
             if every and day % every == every - 1:
@@ -236,7 +246,12 @@ def simulate(
             if on_day is not None:
                 on_day(day)
             bar.update(day + 1, "  ".join(f"{s} {w:.2f}s" for s, w in walls.items()))
-        result.verdicts = check(catalog, scenario, pipeline=pipeline)
+        if scenario.repopulate_day is None:
+            result.verdicts = check(catalog, scenario, pipeline=pipeline)
+        else:
+            result.verdicts, result.repopulation_explained_rows = restated.check(
+                catalog, scenario, batches.start_date, pipeline=pipeline
+            )
     finally:
         engine.close()
     result.peak_rss_bytes = process_peak_rss()

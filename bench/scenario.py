@@ -14,6 +14,7 @@ from datagen.model import EventModel
 ENGINES = ("duckdb", "spark")
 CHECKS = ("end", "daily")
 MERGE_MODES = ("copy-on-write", "merge-on-read")
+LOOKBACK_BACKFILLS = ("none", "manual")
 # Upper bounds, so that a typo is refused up front rather than after hours: a span of days
 # beyond this leaves the calendar's range in date arithmetic long before it means anything;
 # one arrival batch is generated in memory (about 100 bytes an event); the generator and the
@@ -92,6 +93,15 @@ class Scenario:
     spark_master: str = field(default="local[*]")
     # Impressions per arrival batch (None: as many as playback events).
     impressions_per_day: int | None = None
+    # Upstream repopulation (issue 16): on processing day ``repopulate_day`` the source's event dates
+    # start_date + repopulate_from_day .. + repopulate_to_day are rewritten with corrected
+    # view_seconds as one OVERWRITE (None: never).
+    repopulate_day: int | None = None
+    repopulate_from_day: int = 0
+    repopulate_to_day: int = 0
+    # After a repopulation the lookback's user backfills every stage it reaches, in lineage
+    # order ("manual"), or leaves it to the window ("none").
+    lookback_backfill: str = "none"
 
     @property
     def accounts(self) -> int:
@@ -201,6 +211,17 @@ class Scenario:
             raise BadScenario("merge-on-read needs --engine spark (pyiceberg writes copy-on-write only)")
         if self.check not in CHECKS:
             raise BadScenario(f"check must be one of {', '.join(CHECKS)}")
+        if self.repopulate_day is not None and not (
+            0 <= self.repopulate_from_day <= self.repopulate_to_day <= self.repopulate_day < self.days
+        ):
+            raise BadScenario(
+                "repopulation needs 0 <= repopulate-from-day <= repopulate-to-day <= repopulate-day < days, got "
+                f"{self.repopulate_from_day}, {self.repopulate_to_day}, {self.repopulate_day}, {self.days}"
+            )
+        if self.lookback_backfill not in LOOKBACK_BACKFILLS:
+            raise BadScenario(
+                f"lookback-backfill must be one of {', '.join(LOOKBACK_BACKFILLS)}, got {self.lookback_backfill!r}"
+            )
         return self
 
 

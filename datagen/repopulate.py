@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
-from pipelines.iceberg_io import overwrite_partitions, partition_dates
+from pipelines.iceberg_io import overwrite_partitions, partition_dates, partition_files
 from pipelines.pipeline import SOURCE_TABLE
-from pipelines.recorder import NullRecorder
+from pipelines.recorder import NullRecorder, Recorder
 
 # The devices whose view time the bug doubled (halved by the correction).
 MIS_SCALED_DEVICES: tuple[str, ...] = ("tablet", "console")
@@ -45,8 +45,18 @@ def corrected(rows: pa.Table, devices: tuple[str, ...] = MIS_SCALED_DEVICES) -> 
     return rows.set_column(index, rows.schema.field(index), fixed), int(pc.sum(pc.cast(hit, pa.int64())).as_py() or 0)
 
 
-def repopulate(catalog: Catalog, first: date, last: date, devices: tuple[str, ...] = MIS_SCALED_DEVICES) -> Repopulated:
-    """Rewrite the source partitions ``first``..``last`` with corrected rows, as one OVERWRITE snapshot."""
+def repopulate(
+    catalog: Catalog,
+    first: date,
+    last: date,
+    devices: tuple[str, ...] = MIS_SCALED_DEVICES,
+    recorder: Recorder | None = None,
+) -> Repopulated:
+    """Rewrite the source partitions ``first``..``last`` with corrected rows, as one OVERWRITE snapshot.
+
+    ``recorder`` is told what it read and wrote.
+    """
+    rec = recorder or NullRecorder()
     table = catalog.load_table(SOURCE_TABLE)
     dates = tuple(d for d in partition_dates(table) if first <= d <= last)
     if not dates:
@@ -54,6 +64,7 @@ def repopulate(catalog: Catalog, first: date, last: date, devices: tuple[str, ..
     start = datetime.combine(dates[0], time(), tzinfo=UTC)
     end = datetime.combine(dates[-1] + timedelta(days=1), time(), tzinfo=UTC)
     rows = table.scan(row_filter=f"event_ts >= '{start.isoformat()}' AND event_ts < '{end.isoformat()}'").to_arrow()
+    rec.read(rows.num_rows, sum(f.file_size_in_bytes for f in partition_files(table, dates)), 0)
     fixed, changed = corrected(rows, devices)
-    overwrite_partitions(table, [fixed], dates, NullRecorder())
+    overwrite_partitions(table, [fixed], dates, rec)
     return Repopulated(dates, fixed.num_rows, changed, catalog.load_table(SOURCE_TABLE).metadata.current_snapshot_id)

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from bench.backfill import reached
 from bench.cli import main
 from bench.runner import check
 from bench.scenario import SCENARIO_FILE, Scenario
@@ -304,3 +306,47 @@ def test_killed_backfill_resumes(warehouse: tuple[Path, Scenario]) -> None:
         t = catalog.load_table(table)
         assert t.metadata.current_snapshot_id != before and BRANCH not in t.metadata.refs
     assert mismatches(wh, scenario)["lookback"][FIRST.name] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--repopulate-day", "16"],  # tiny runs 16 days: 0..15
+        ["--repopulate-day", "5", "--repopulate-from-day", "3", "--repopulate-to-day", "2"],
+        ["--repopulate-day", "5", "--repopulate-from-day", "1", "--repopulate-to-day", "6"],
+        ["--repopulate-day", "5", "--lookback-backfill", "sometimes"],
+    ],
+)
+def test_bad_repopulation_options_exit_2(
+    tmp_path: Path, options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    wh = tmp_path / "wh"
+    assert main(["init", "--warehouse", str(wh), "--preset", "tiny", *options]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not wh.exists()
+
+
+def restatement_of(out: Path) -> dict[str, Any]:
+    summary = json.loads((out / "summary.json").read_text())
+    restated: dict[str, Any] = summary["restatement"]
+    return restated
+
+
+@pytest.mark.slow
+def test_run_with_repopulation(tmp_path: Path) -> None:
+    """A run: IPS carries the repopulation by itself; the lookback's window does not, its user's backfills do."""
+    common = ["--preset", "tiny", "--days", "8", "--warmup-days", "2", "--quiet"]
+    repop = ["--repopulate-day", "6", "--repopulate-from-day", "0", "--repopulate-to-day", "1"]
+    assert main(["run", "--out", str(tmp_path / "none"), *common, *repop]) == 0
+    assert main(["run", "--out", str(tmp_path / "manual"), *common, *repop, "--lookback-backfill", "manual"]) == 0
+    none, manual = restatement_of(tmp_path / "none"), restatement_of(tmp_path / "manual")
+    for r in (none, manual):
+        ips = r["per_strategy"]["ips"]
+        assert ips["user_steps"] == 0 and ips["equal_to_oracle_after"] and ips["repopulation_carried"]
+        assert ips["day_excess_over_median"]["rows_written"] > 0  # what the rewrite triggered downstream
+        assert r["source_rewrite"]["rows_written"] > 0
+    left = none["per_strategy"]["lookback"]
+    assert left["user_steps"] == 0 and left["repopulation_explained_rows"] > 0 and not left["repopulation_carried"]
+    fixed = manual["per_strategy"]["lookback"]
+    assert fixed["user_steps"] == len(reached()) and fixed["repopulation_carried"]
+    assert fixed["repopulation_explained_rows"] == 0 and fixed["backfill_cost"]["rows_written"] > 0
