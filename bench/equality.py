@@ -161,12 +161,8 @@ def _mismatched_keys(engine: DuckDBEngine, stage: Stage, rel: str, oracle: str) 
 def _bind(engine: DuckDBEngine, catalog: Catalog, strategy: str, stage: Stage) -> str:
     table = catalog.load_table(stage.table(strategy))
     rel = f"{strategy}_{stage.name}"
-    files = plan(table, AlwaysTrue())
-    if files.delete_files:
-        # Merge-on-read (Spark): pyiceberg's scan applies the row-level deletes.
-        engine.bind_arrow(rel, table.scan().to_arrow())
-    else:
-        engine.bind_files(rel, files, schema_to_pyarrow(table.schema(), include_field_ids=False))
+    # The engine applies the position deletes of merge-on-read tables (either engine's) itself.
+    engine.bind_files(rel, plan(table, AlwaysTrue()), schema_to_pyarrow(table.schema(), include_field_ids=False))
     return rel
 
 

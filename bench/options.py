@@ -93,7 +93,10 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
     g.add_argument(
         "--merge-mode",
-        help="write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read (Spark only)",
+        help=(
+            "write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read "
+            "(position deletes plus the new rows; both engines)"
+        ),
     )
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
     g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")

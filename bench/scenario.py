@@ -62,7 +62,8 @@ class Scenario:
             (0: never), as a privacy request would: a non-append upstream change.
         privacy_delete_accounts: accounts removed by each privacy delete.
         merge_mode: ``write.merge.mode`` of the IPS targets: copy-on-write, or
-            merge-on-read (Spark only: its MERGE then writes delete files).
+            merge-on-read (a merge by key then writes position-delete files and
+            the new rows; both engines).
     """
 
     preset: str = "small"
@@ -207,8 +208,6 @@ class Scenario:
             raise BadScenario("a strategy is listed twice")
         if self.merge_mode not in MERGE_MODES:
             raise BadScenario(f"merge mode must be one of {', '.join(MERGE_MODES)}, got {self.merge_mode!r}")
-        if self.merge_mode == "merge-on-read" and self.engine != "spark":
-            raise BadScenario("merge-on-read needs --engine spark (pyiceberg writes copy-on-write only)")
         if self.check not in CHECKS:
             raise BadScenario(f"check must be one of {', '.join(CHECKS)}")
         if self.repopulate_day is not None and not (

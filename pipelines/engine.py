@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -21,8 +22,24 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 
-from pipelines.iceberg_io import FileSet, UnsupportedTableState, append, overwrite_partitions, plan_dates
+from pipelines.iceberg_io import (
+    FileSet,
+    added_since,
+    append,
+    conform,
+    data_files,
+    overwrite_partitions,
+    partition_entries,
+    plan_dates,
+)
 from pipelines.recorder import FaultHook, Recorder
+from pipelines.row_level import (
+    MERGE_BY_KEY,
+    ROW_DELTA_PROPERTY,
+    commit_row_delta,
+    merge_on_read,
+    write_position_deletes,
+)
 
 
 def in_dates(column: str, dates: Sequence[date]) -> str:
@@ -174,6 +191,18 @@ class Key:
     probe: str | None = None
 
 
+# DuckDB names a file it read by its path without a "file:" scheme; Iceberg paths may have one.
+_LOCAL_PATH = "regexp_replace({}, '^file:(//)?', '')"
+
+
+def _local(path: str) -> str:
+    """``path`` as DuckDB's ``filename`` column reports it (no ``file:`` or ``file://`` scheme)."""
+    for scheme in ("file://", "file:"):
+        if path.startswith(scheme):
+            return path[len(scheme) :]
+    return path
+
+
 def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
@@ -238,24 +267,77 @@ class DuckDBEngine:
             self._run(f'DROP {kind} IF EXISTS "{name}"')
 
     def bind_files(self, name: str, files: FileSet, schema: pa.Schema, where: str = "") -> None:
-        """Expose ``files`` as relation ``name`` (empty, with ``schema``, when there are none)."""
-        if files.delete_files:
-            raise UnsupportedTableState(
-                f"{name}: the scan has {files.delete_files} row-level delete file(s) (merge-on-read, "
-                "written by Spark); the DuckDB engine reads copy-on-write tables only: use --engine spark"
-            )
+        """Expose the live rows of ``files`` as relation ``name`` (empty, with ``schema``, when there are none).
+
+        Position-delete files among ``files`` are applied (see ``_scan``).
+        """
         self._drop(name)
         if not files.paths:
             self.bind_arrow(name, schema.empty_table())
             return
-        listing = ", ".join(_quote(exact_file(p)) for p in files.paths)
         clause = f" WHERE {where}" if where else ""
-        # Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
-        # DuckDB must not turn them into extra hive-partition columns.
-        self._run(
-            f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{listing}], hive_partitioning = false){clause}'
-        )
+        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files)}) AS s{clause}')
         self._kinds[name] = "VIEW"
+
+    def bind_positions(self, name: str, files: FileSet, where: str = "") -> None:
+        """Like ``bind_files``, each live row with its data file's Iceberg path and row position.
+
+        The columns ``__file`` and ``__pos`` name the row as a position delete would.
+        """
+        self._drop(name)
+        clause = f" WHERE {where}" if where else ""
+        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files, True)}) AS s{clause}')
+        self._kinds[name] = "VIEW"
+
+    def _scan(self, name: str, files: FileSet, positions: bool = False) -> str:
+        """SQL reading the live rows of ``files``: an anti join on (file, position) with their deletes.
+
+        Only data files that a delete names are read with their file name and row
+        numbers; the others are read as they are. DuckDB reports a file by its
+        path without a ``file:`` scheme: the join compares paths so normalized.
+        With ``positions``, every row carries ``__file`` (the Iceberg path) and ``__pos``.
+        """
+
+        def read(paths: Sequence[str], numbered: bool) -> str:
+            listing = ", ".join(_quote(exact_file(p)) for p in paths)
+            # Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
+            # DuckDB must not turn them into extra hive-partition columns.
+            extra = ", filename = true, file_row_number = true" if numbered else ""
+            return f"read_parquet([{listing}], hive_partitioning = false{extra})"
+
+        deleted: set[str] = set()
+        deletes = f"{name}__deletes"
+        if files.delete_paths:
+            self.materialize(
+                deletes,
+                f"SELECT {_LOCAL_PATH.format('file_path')} AS f, pos FROM {read(files.delete_paths, False)}",
+            )
+            deleted = {str(r[0]) for r in self.con.execute(f'SELECT DISTINCT f FROM "{deletes}"').fetchall()}
+        hit = [p for p in files.paths if _local(p) in deleted]
+        if positions:
+            self.bind_arrow(
+                f"{name}__paths", pa.table({"f": [_local(p) for p in files.paths], "iceberg": list(files.paths)})
+            )
+            numbered = read(files.paths, True)
+            live = (
+                f' WHERE NOT EXISTS (SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
+                if hit
+                else ""
+            )
+            return (
+                f"SELECT d.* EXCLUDE (filename, file_row_number), p.iceberg AS __file, d.file_row_number AS __pos "
+                f'FROM {numbered} d JOIN "{name}__paths" p ON p.f = d.filename{live}'
+            )
+        parts = []
+        rest = [p for p in files.paths if _local(p) not in deleted]
+        if rest:
+            parts.append(f"SELECT * FROM {read(rest, False)}")
+        if hit:
+            parts.append(
+                f"SELECT d.* EXCLUDE (filename, file_row_number) FROM {read(hit, True)} d WHERE NOT EXISTS "
+                f'(SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
+            )
+        return " UNION ALL BY NAME ".join(parts)
 
     def bind_input(self, name: str, table: Table, files: FileSet, where: str = "") -> None:
         self.bind_files(name, files, arrow_schema(table), where)
@@ -406,6 +488,9 @@ class DuckDBEngine:
         fault: FaultHook,
     ) -> None:
         on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
+        if merge_on_read(target):
+            self._merge_on_read(target, sql, on, dates, old, recorder, fault)
+            return
         with recorder.phase("transform"):
             new_rows = self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
@@ -422,6 +507,44 @@ class DuckDBEngine:
         fault("before_write")
         with recorder.phase("write"):
             overwrite_partitions(target, output, dates, recorder)
+
+    def _merge_on_read(
+        self,
+        target: Table,
+        sql: str,
+        on: str,
+        dates: Sequence[date],
+        old: FileSet,
+        recorder: Recorder,
+        fault: FaultHook,
+    ) -> None:
+        """The merge, merge-on-read: position deletes for the live rows whose key the source holds; its rows added.
+
+        One snapshot (a row delta) marked ``ROW_DELTA_PROPERTY``: every row it
+        deletes is replaced by a row of the same key among the rows it adds.
+        """
+        with recorder.phase("transform"):
+            self.materialize("merge_source", sql)
+            self.bind_positions("merge_target", old, in_dates("event_date", dates))
+            replaced = self.query(
+                f"SELECT o.__file AS file_path, o.__pos AS pos FROM merge_target o "
+                f"WHERE EXISTS (SELECT 1 FROM merge_source n WHERE {on})"
+            )
+            new_rows = self.query("SELECT * FROM merge_source ORDER BY event_date")
+        fault("before_write")
+        with recorder.phase("write"):
+            if replaced.num_rows == 0 and new_rows.num_rows == 0:
+                return
+            commit_uuid = uuid.uuid4()
+            live, _ = partition_entries(target, dates)
+            deletes = write_position_deletes(target, replaced, live, commit_uuid)
+            fault("after_delete_files")
+            added = data_files(target.metadata, conform(target, new_rows), target.io, commit_uuid)
+            before = target.metadata.current_snapshot_id
+            fault("before_commit")
+            commit_row_delta(target, [*added, *deletes], (), commit_uuid, {ROW_DELTA_PROPERTY: MERGE_BY_KEY})
+            stats = added_since(target, before)
+            recorder.wrote(stats.rows, stats.bytes, stats.files + len(deletes), stats.commits, len(dates))
 
     def close(self) -> None:
         self.con.close()

@@ -51,6 +51,8 @@ class FileSet:
     delete_files: int = 0
     # (day partition in days since EPOCH, rows, bytes) of the files above: where the rows lie.
     days: tuple[tuple[int, int, int], ...] = ()
+    # The position-delete files among them (merge-on-read): every reader applies them.
+    delete_paths: tuple[str, ...] = ()
 
     @property
     def files(self) -> int:
@@ -60,6 +62,9 @@ class FileSet:
     def of(data_files: Iterable[DataFile], delete_files: Iterable[DataFile] = ()) -> FileSet:
         files = list(data_files)
         deletes = {f.file_path: f for f in delete_files}
+        if any(f.content != DataFileContent.POSITION_DELETES for f in deletes.values()):
+            # No reader here applies equality deletes: refuse rather than read deleted rows.
+            raise UnsupportedTableState("the scan has equality delete files; only position deletes are read")
         days: dict[int, tuple[int, int]] = {}
         for f in (*files, *deletes.values()):
             rows, size = days.get(int(f.partition[0]), (0, 0))
@@ -71,6 +76,7 @@ class FileSet:
             sum(f.file_size_in_bytes for f in files) + sum(f.file_size_in_bytes for f in deletes.values()),
             len(deletes),
             tuple((day, rows, size) for day, (rows, size) in sorted(days.items())),
+            tuple(deletes),
         )
 
     def by_date(self) -> dict[date, tuple[int, int]]:
@@ -91,12 +97,22 @@ def live_data_files(manifest: ManifestFile, io: FileIO) -> list[DataFile]:
     return [e.data_file for e in manifest.fetch_manifest_entry(io, discard_deleted=True)]
 
 
-def live_files(table: Table, snapshot: Snapshot | None = None) -> list[DataFile]:
-    """Every live file of ``snapshot`` (default: the current one), from its manifests."""
+def live_files(
+    table: Table, snapshot: Snapshot | None = None, content: ManifestContent | None = None
+) -> list[DataFile]:
+    """Every live file of ``snapshot`` (default: the current one), from its manifests.
+
+    ``content``: only the files of DATA (or DELETES) manifests; default both.
+    """
     snapshot = snapshot or table.current_snapshot()
     if snapshot is None:
         return []
-    return [f for m in snapshot.manifests(table.io) for f in live_data_files(m, table.io)]
+    return [
+        f
+        for m in snapshot.manifests(table.io)
+        if content is None or m.content == content
+        for f in live_data_files(m, table.io)
+    ]
 
 
 def own_entries(table: Table, snapshot: Snapshot) -> list[tuple[ManifestEntryStatus, DataFile]]:
@@ -132,7 +148,7 @@ def added_after(table: Table, before: int | None) -> list[DataFile]:
     return added
 
 
-def _partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFile], list[DataFile]]:
+def partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFile], list[DataFile]]:
     """Data files and row-level delete files of the partitions holding ``dates`` (metadata only).
 
     For tables whose first partition field is a day (``identity(event_date)``
@@ -159,18 +175,18 @@ def partition_dates(table: Table) -> list[date]:
 
 def partition_files(table: Table, dates: Sequence[date]) -> list[DataFile]:
     """Data files of the partitions holding ``dates``, for a copy-on-write rewrite."""
-    data, deletes = _partition_entries(table, dates)
+    data, deletes = partition_entries(table, dates)
     if deletes:
         raise UnsupportedTableState(
             f"{'.'.join(table.name())} has row-level delete files in the partitions to rewrite; "
-            "pyiceberg's writes here are copy-on-write only"
+            "rewrite them with overwrite_partitions, which removes the delete files too"
         )
     return data
 
 
 def plan_dates(table: Table, dates: Sequence[date]) -> FileSet:
     """The files a scan of the ``dates`` partitions opens (delete files included)."""
-    return FileSet.of(*_partition_entries(table, dates))
+    return FileSet.of(*partition_entries(table, dates))
 
 
 def conform(table: Table, data: pa.Table) -> pa.Table:
@@ -266,7 +282,7 @@ def overwrite_partitions(
     """
     if not dates:
         return WriteStats()
-    old = partition_files(table, dates)
+    old, old_deletes = partition_entries(table, dates)
     commit_uuid = uuid.uuid4()
     counter = itertools.count(0)
     new = [
@@ -275,11 +291,18 @@ def overwrite_partitions(
     if not old and not new:
         return WriteStats()
     before = table.metadata.current_snapshot_id
-    with table.transaction() as tx, tx.update_snapshot().overwrite(commit_uuid=commit_uuid) as replace:
-        for f in old:
-            replace.delete_data_file(f)
-        for f in new:
-            replace.append_data_file(f)
+    if old_deletes:
+        # Merge-on-read partitions: their delete files go with their data files
+        # (pyiceberg's overwrite cannot remove delete files).
+        from pipelines.row_level import commit_row_delta
+
+        commit_row_delta(table, new, [*old, *old_deletes], commit_uuid)
+    else:
+        with table.transaction() as tx, tx.update_snapshot().overwrite(commit_uuid=commit_uuid) as replace:
+            for f in old:
+                replace.delete_data_file(f)
+            for f in new:
+                replace.append_data_file(f)
     stats = added_since(table, before)
     recorder.wrote(stats.rows, stats.bytes, stats.files, stats.commits, len(dates))
     return stats

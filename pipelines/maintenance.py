@@ -19,15 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 
 from pipelines.iceberg_io import data_files, live_files
 from pipelines.ips.capture import COMPACTION_PROPERTY
+from pipelines.row_level import commit_row_delta, read_live
 
 
 def expire_history(table: Table) -> int:
@@ -79,8 +78,11 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
     OVERWRITE (public ``update_snapshot().overwrite()``) marked with the summary
     property ``COMPACTION_PROPERTY``; IpCapture passes over such a snapshot (as
     over a REPLACE) when it also added exactly as many records as it deleted.
-    Row-level delete files are not expected (copy-on-write tables). Files are
-    read and written through ``table.io``, so any FileIO (local, S3, ...) works.
+    A partition with position-delete files (merge-on-read) counts as
+    fragmented whatever its file count: all its data files are rewritten with
+    the deletes applied, and its delete files are removed in the same commit
+    (no delete file is left naming a file that is gone). Files are read and
+    written through ``table.io``, so any FileIO (local, S3, ...) works.
 
     Returns:
         Files removed and files written.
@@ -89,27 +91,39 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
     if snapshot is None:
         return 0, 0
     by_partition: dict[Any, list[DataFile]] = defaultdict(list)
-    for f in live_files(table, snapshot):
+    for f in live_files(table, snapshot, ManifestContent.DATA):
         by_partition[f.partition].append(f)
-    groups = [merged for files in by_partition.values() if (merged := files_to_merge(files, min_files, keep_main_file))]
+    deletes: dict[Any, list[DataFile]] = defaultdict(list)
+    for f in live_files(table, snapshot, ManifestContent.DELETES):
+        deletes[f.partition].append(f)
+    groups = [
+        (files if deletes.get(part) else merged, deletes.get(part, []))
+        for part, files in by_partition.items()
+        if deletes.get(part) or (merged := files_to_merge(files, min_files, keep_main_file))
+    ]
     if not groups:
         return 0, 0
-    old = [f for files in groups for f in files]
+    old = [f for files, _ in groups for f in files]
+    old_deletes = [d for _, ds in groups for d in ds]
     schema = schema_to_pyarrow(table.schema(), include_field_ids=False)
     commit_uuid = uuid.uuid4()
     counter = itertools.count(0)
     # One partition in memory at a time.
     new = [
         f
-        for files in groups
+        for files, ds in groups
         for f in data_files(
             table.metadata,
-            pa.concat_tables([_read_data_file(table.io, f, schema) for f in files]),
+            pa.concat_tables([read_live(table, f, ds, schema) for f in files]),
             table.io,
             commit_uuid,
             counter,
         )
     ]
+    if old_deletes:
+        # pyiceberg's overwrite cannot remove delete files: a row delta removes both kinds.
+        commit_row_delta(table, new, [*old, *old_deletes], commit_uuid, {COMPACTION_PROPERTY: "rows-preserved"})
+        return len(old) + len(old_deletes), len(new)
     with table.transaction() as tx:
         # The table has a snapshot, so overwrite() commits an OVERWRITE (on an empty table it would be an APPEND).
         snapshot_update = tx.update_snapshot(snapshot_properties={COMPACTION_PROPERTY: "rows-preserved"})
@@ -119,8 +133,3 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
             for f in new:
                 replace.append_data_file(f)
     return len(old), len(new)
-
-
-def _read_data_file(io: FileIO, data_file: DataFile, schema: pa.Schema) -> pa.Table:
-    with io.new_input(data_file.file_path).open() as stream:
-        return pq.read_table(stream, schema=schema)

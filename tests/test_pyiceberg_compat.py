@@ -37,7 +37,7 @@ from bench.metrics import StageRecorder
 from bench.runner import simulate
 from bench.scenario import from_preset
 from datagen.ingest import ingest_batch
-from pipelines import pyiceberg_compat
+from pipelines import pyiceberg_compat, row_level
 from pipelines.catalog import open_catalog
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import conform, data_files, live_data_files, live_files, overwrite_partitions, partition_files
@@ -404,3 +404,115 @@ def test_stop_writers_waits_for_the_running_writes_and_drops_the_executor() -> N
     stop_writers()
     assert finished.is_set()  # stop_writers returned only after the running write ended
     assert ExecutorFactory.get_or_create() is not executor  # a later write gets a fresh executor
+
+
+# --- row_delta ------------------------------------------------------------------------------
+
+
+def _agg_rows(dates: list[date], accounts: range, seconds: int) -> pa.Table:
+    return pa.table(
+        {
+            "event_date": pa.array([d for d in dates for _ in accounts], pa.date32()),
+            "account_id": pa.array([a for _ in dates for a in accounts], pa.int64()),
+            "total_view_seconds": pa.array([seconds] * (len(dates) * len(accounts)), pa.int64()),
+            "plays": pa.array([1] * (len(dates) * len(accounts)), pa.int64()),
+            "distinct_titles": pa.array([1] * (len(dates) * len(accounts)), pa.int64()),
+        }
+    )
+
+
+def test_upstream_writes_no_delete_manifests(catalog) -> None:
+    """pyiceberg's manifest writer is DATA only, and its overwrite cannot remove a delete file."""
+    from pyiceberg.exceptions import ValidationException
+    from pyiceberg.manifest import ManifestContent, ManifestWriterV2, write_manifest
+    from pyiceberg.table.update.snapshot import UpdateSnapshot
+
+    table = catalog.load_table("ips.playback_daily_agg")
+    out = table.io.new_output(f"{table.location()}/metadata/probe-{uuid.uuid4()}.avro")
+    writer = write_manifest(2, table.spec(), table.schema(), out, 1, "null")
+    assert isinstance(writer, ManifestWriterV2) and writer.content() == ManifestContent.DATA
+    assert not any("delta" in name or "delete_file" in name for name in dir(UpdateSnapshot))
+    # A delete file written by the row delta cannot be removed by pyiceberg's own overwrite.
+    day = date(2026, 1, 1)
+    overwrite_partitions(table, [_agg_rows([day], range(4), 1)], [day], StageRecorder())
+    table = catalog.load_table("ips.playback_daily_agg")
+    [data] = live_files(table)
+    deletes = row_level.write_position_deletes(
+        table, pa.table({"file_path": [data.file_path], "pos": [0]}), [data], uuid.uuid4()
+    )
+    row_level.commit_row_delta(table, deletes)
+    table = catalog.load_table("ips.playback_daily_agg")
+    [live_delete] = [f for f in live_files(table) if f.file_path == deletes[0].file_path]
+    with (
+        pytest.raises(ValidationException, match="Missing required files"),
+        table.transaction() as tx,
+        tx.update_snapshot().overwrite() as replace,
+    ):
+        replace.delete_data_file(live_delete)
+
+
+def test_row_delta_writes_spec_position_deletes_in_one_snapshot(catalog) -> None:
+    """Delete files (reserved field ids, sorted) in a DELETE manifest, with the commit's sequence number, plus the
+    new rows, in one snapshot; pyiceberg's scan applies them; a partition overwrite removes them."""
+    from pyiceberg.manifest import DataFileContent, ManifestContent
+
+    table = catalog.load_table("ips.playback_daily_agg")
+    days = [date(2026, 1, 1), date(2026, 1, 2)]
+    overwrite_partitions(table, [_agg_rows(days, range(6), 1)], days, StageRecorder())
+    table = catalog.load_table("ips.playback_daily_agg")
+    old = live_files(table)
+    base_seq = table.current_snapshot().sequence_number
+    # Replace accounts 1 and 4 of both days (positions 1 and 4 of each day's one file), unsorted on purpose.
+    named = pa.table({"file_path": [f.file_path for f in old for _ in (4, 1)], "pos": [p for _ in old for p in (4, 1)]})
+    write_uuid = uuid.uuid4()
+    deletes = row_level.write_position_deletes(table, named, old, write_uuid)
+    replacement = conform(table, _agg_rows(days, range(1, 5, 3), 99))
+    added = data_files(table.metadata, replacement, table.io, write_uuid)
+    row_level.commit_row_delta(table, [*added, *deletes], (), write_uuid, {"probe": "yes"})
+
+    table = catalog.load_table("ips.playback_daily_agg")
+    snap = table.current_snapshot()
+    assert snap.sequence_number == base_seq + 1
+    assert snap.summary.operation.value == "overwrite" and snap.summary["probe"] == "yes"
+    assert int(snap.summary["added-position-deletes"]) == 4 and int(snap.summary["added-position-delete-files"]) == 2
+    assert int(snap.summary["added-data-files"]) == 2
+    own = [m for m in snap.manifests(table.io) if m.added_snapshot_id == snap.snapshot_id]
+    assert sorted(m.content for m in own) == [ManifestContent.DATA, ManifestContent.DELETES]
+    [delete_manifest] = [m for m in own if m.content == ManifestContent.DELETES]
+    entries = delete_manifest.fetch_manifest_entry(table.io)
+    assert {e.data_file.content for e in entries} == {DataFileContent.POSITION_DELETES}
+    # ADDED entries inherit the commit's sequence number; the files they name are older.
+    assert {e.sequence_number for e in entries} == {snap.sequence_number}
+    assert (
+        max(
+            e.sequence_number
+            for m in snap.manifests(table.io)
+            if m.content == ManifestContent.DATA
+            for e in m.fetch_manifest_entry(table.io)
+            if e.data_file.file_path in {f.file_path for f in old}
+        )
+        <= base_seq
+    )
+    for e in entries:
+        written = pq.read_table(e.data_file.file_path)
+        assert [f.metadata[b"PARQUET:field_id"] for f in written.schema] == [b"2147483546", b"2147483545"]
+        assert written.column_names == ["file_path", "pos"]
+        assert written.to_pylist() == sorted(written.to_pylist(), key=lambda r: (r["file_path"], r["pos"]))
+        assert e.data_file.record_count == written.num_rows == 2
+    rows = table.scan().to_arrow().sort_by([("event_date", "ascending"), ("account_id", "ascending")])
+    seconds = {(r["event_date"], r["account_id"]): r["total_view_seconds"] for r in rows.to_pylist()}
+    assert len(seconds) == rows.num_rows == 12
+    assert {k for k, v in seconds.items() if v == 99} == {(d, a) for d in days for a in (1, 4)}
+    # The DuckDB engine reads the same live rows.
+    engine = DuckDBEngine()
+    from pipelines.iceberg_io import plan_dates
+
+    engine.bind_files("t", plan_dates(table, days), pa.schema([]))
+    duck = engine.query("SELECT * FROM t ORDER BY event_date, account_id")
+    engine.close()
+    assert duck.equals(rows.cast(duck.schema))
+    # Overwriting those partitions removes their data and delete files together.
+    overwrite_partitions(table, [_agg_rows(days, range(2), 7)], days, StageRecorder())
+    table = catalog.load_table("ips.playback_daily_agg")
+    assert {f.content for f in live_files(table)} == {DataFileContent.DATA}
+    assert table.scan().to_arrow().num_rows == 4

@@ -11,9 +11,20 @@ Snapshots that are not APPENDs are never skipped silently:
 - REPLACE (compaction: files rewritten, table data unchanged) carries no
   change; it is counted and passed over, as is an OVERWRITE written by our
   compactor (pyiceberg cannot write REPLACE) that kept every record.
-- OVERWRITE and DELETE (rows rewritten or removed, e.g. a privacy delete)
-  make the partitions they touched *rewritten*: the patterns recompute those
-  whole partitions from the input instead of processing their ICDC rows.
+- A merge by key written merge-on-read (``pipelines.row_level``: an
+  OVERWRITE marked ``ROW_DELTA_PROPERTY``, removing no file) is a row-level
+  change: every row its position deletes remove is replaced by a row of the
+  same key in the data files it adds, so those data files hold exactly the
+  changed rows and are captured like appended ones (downstream gets the
+  changed keys, not whole partitions). One exception keeps the ICDC rows
+  live: when its deletes fall in a partition where a file captured earlier in
+  the same range lies (those deleted rows would still show in the ICDC
+  table), that partition is rewritten.
+- OVERWRITE and DELETE (rows rewritten or removed, e.g. a privacy delete, or
+  a merge-on-read written by another writer, whose deletes carry no such
+  promise) make the partitions they touched *rewritten*: the patterns
+  recompute those whole partitions from the input instead of processing
+  their ICDC rows.
 """
 
 from __future__ import annotations
@@ -25,13 +36,14 @@ from datetime import UTC, date, datetime, timedelta
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent, ManifestEntryStatus
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot
-from pyiceberg.types import DateType, TimestamptzType
+from pyiceberg.types import DateType, StringType, TimestamptzType
 
 from pipelines.iceberg_io import EPOCH, added_files, live_files, own_entries
 from pipelines.recorder import NullRecorder, Recorder
+from pipelines.row_level import FILE_PATH_ID, MERGE_BY_KEY, ROW_DELTA_PROPERTY
 
 ICDC_NAMESPACE = "ips_icdc"
 # Set by maintenance.compact on the snapshots it writes.
@@ -123,11 +135,36 @@ class Walk:
 
 
 def _is_compaction(snapshot: Snapshot) -> bool:
-    """An OVERWRITE our compactor marked, that kept every record (see maintenance.compact)."""
+    """An OVERWRITE our compactor marked, that kept every live record (see maintenance.compact).
+
+    The records it added are those of the data files it removed less the rows
+    the position deletes it removed (folded into the new files) had deleted.
+    """
     summary = snapshot.summary
     if summary is None or summary.get(COMPACTION_PROPERTY) != "rows-preserved":
         return False
-    return summary.get("added-records") == summary.get("deleted-records")
+    added = int(summary.get("added-records") or 0)
+    deleted = int(summary.get("deleted-records") or 0)
+    return added == deleted - int(summary.get("removed-position-deletes") or 0)
+
+
+def _is_row_delta(snapshot: Snapshot, entries: list[tuple[ManifestEntryStatus, DataFile]]) -> bool:
+    """A merge by key written merge-on-read by this project: it adds files and removes none."""
+    summary = snapshot.summary
+    if summary is None or summary.get(ROW_DELTA_PROPERTY) != MERGE_BY_KEY:
+        return False
+    return all(status == ManifestEntryStatus.ADDED for status, _ in entries)
+
+
+def _may_name(delete_file: DataFile, data_file: DataFile) -> bool:
+    """Whether a position-delete file may delete rows of ``data_file`` (its partition, its ``file_path`` bounds)."""
+    if delete_file.partition != data_file.partition:
+        return False
+    lower = (delete_file.lower_bounds or {}).get(FILE_PATH_ID)
+    upper = (delete_file.upper_bounds or {}).get(FILE_PATH_ID)
+    if lower is None or upper is None:
+        return True
+    return bool(from_bytes(StringType(), lower) <= data_file.file_path <= from_bytes(StringType(), upper))
 
 
 def changed_files(table: Table, from_exclusive: int | None) -> Walk:
@@ -147,7 +184,7 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
         # A first run is a backfill: every live file, every partition recomputed whole
         # (a crashed earlier attempt may have left rows the source no longer has, and
         # expiry may have cut the chain back to the table's first snapshot).
-        files = live_files(table, current)
+        files = live_files(table, current, ManifestContent.DATA)
         return Walk(current.snapshot_id, [current.snapshot_id], files, {int(f.partition[0]) for f in files}, [], True)
     walked: list[Snapshot] = []
     snap: Snapshot | None = current
@@ -165,6 +202,13 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
         op = s.summary.operation if s.summary is not None else None
         if op == Operation.APPEND:
             walk.appended.extend(added_files(table, s))
+        elif op == Operation.OVERWRITE and _is_row_delta(s, entries := own_entries(table, s)):
+            captured = list(walk.appended)
+            for _, f in entries:
+                if f.content == DataFileContent.DATA:
+                    walk.appended.append(f)
+                elif any(_may_name(f, c) for c in captured):
+                    walk.rewritten_days.add(int(f.partition[0]))
         elif op == Operation.REPLACE or _is_compaction(s):
             walk.non_append.append((s.snapshot_id, "replace"))
         elif op in (Operation.OVERWRITE, Operation.DELETE):
