@@ -24,7 +24,7 @@ from bench.contract import (
     pipeline_stages,
     warm,
 )
-from reports import floor, growth, netflix
+from reports import floor, growth, netflix, restatement
 from reports.style import STRATEGY_COLORS, mib, plural
 
 
@@ -267,7 +267,8 @@ def render(out: Path) -> Path:
     lines += floor.split_section(summary) + floor.floor_section(summary) + _stage_lines(summary, repeats)
     if repeats > 1:
         lines += _spread_lines(df)
-    lines += _memory_lines(summary) + _correctness_lines(summary) + growth.section(summary) + netflix.section(summary)
+    lines += _memory_lines(summary) + _correctness_lines(summary) + restatement.section(summary)
+    lines += growth.section(summary) + netflix.section(summary)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path = out / REPORT_MD
     path.write_text("\n".join(lines))

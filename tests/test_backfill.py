@@ -32,6 +32,7 @@ from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import overwrite_partitions
 from pipelines.pipeline import PIPELINE
 from pipelines.recorder import NullRecorder
+from reports.restatement import section as restatement_section
 
 DAYS = 6
 LOOKBACK = 3
@@ -350,3 +351,35 @@ def test_run_with_repopulation(tmp_path: Path) -> None:
     fixed = manual["per_strategy"]["lookback"]
     assert fixed["user_steps"] == len(reached()) and fixed["repopulation_carried"]
     assert fixed["repopulation_explained_rows"] == 0 and fixed["backfill_cost"]["rows_written"] > 0
+
+
+def test_report_section_shows_each_strategy_steps_and_costs() -> None:
+    cost = {"wall_s": 1.5, "cpu_s": 0.5, "rows_read": 10.0, "bytes_read": 2e6}
+    cost |= {"rows_written": 5.0, "bytes_written": 1e6}
+    strategies = {
+        name: {
+            "user_steps": steps,
+            "day_cost": cost,
+            "day_excess_over_median": cost,
+            "backfill_cost": cost,
+            "correct_from": f"marker-{name}",
+            "mismatched_rows_after": steps,
+            "repopulation_explained_rows": 0,
+        }
+        for name, steps in (("lookback", len(reached())), ("ips", 0))
+    }
+    summary = {
+        "restatement": {
+            "repopulate_day": 6,
+            "repopulated_days": [0, 1],
+            "lookback_window_days": 5,
+            "lookback_backfill": "manual",
+            "source_rewrite": cost,
+            "per_strategy": strategies,
+        }
+    }
+    lines = restatement_section(summary)
+    for name, s in strategies.items():
+        (row,) = [line for line in lines if line.startswith(f"| {name} |")]
+        assert f"| {s['user_steps']} |" in row and f"marker-{name}" in row and "2.00 MB read" in row
+    assert restatement_section({}) == []
