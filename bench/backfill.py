@@ -29,11 +29,11 @@ from bench.metrics import StageRecorder
 from bench.scenario import Scenario
 from datagen.repopulate import Repopulated, repopulate
 from pipelines import lookback, oracle
-from pipelines.backfill import Restatement, make_plan, restate
+from pipelines.backfill import Restatement, dependents, make_plan, restate
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Engine, in_dates
 from pipelines.iceberg_io import partition_dates, plan
-from pipelines.pipeline import PIPELINE, SOURCE_TABLE, Stage, sources_of
+from pipelines.pipeline import PIPELINE, SOURCE_TABLE, Stage, sources_of, view_cap_change
 
 BACKFILL_STAGE = "backfill"
 REPOPULATE_STAGE = "repopulate"
@@ -41,6 +41,100 @@ REPOPULATE_STAGE = "repopulate"
 
 def repopulated_range(scenario: Scenario, start: date) -> tuple[date, date]:
     return start + timedelta(days=scenario.repopulate_from_day), start + timedelta(days=scenario.repopulate_to_day)
+
+
+def restated_history(scenario: Scenario, start: date) -> tuple[int, date, date] | None:
+    """The processing day a scenario restates history on, and the event dates it restates (None: it does not)."""
+    if scenario.repopulate_day is not None:
+        return (scenario.repopulate_day, *repopulated_range(scenario, start))
+    if scenario.logic_change_day is not None:
+        first = start + timedelta(days=scenario.logic_change_from_day)
+        return scenario.logic_change_day, first, start + timedelta(days=scenario.logic_change_day)
+    return None
+
+
+def pipeline_on(scenario: Scenario, start: date, day: int, pipeline: Sequence[Stage] = PIPELINE) -> tuple[Stage, ...]:
+    """The pipeline in force on processing day ``day``: after a logic change, its new version."""
+    if scenario.logic_change_day is None or day < scenario.logic_change_day:
+        return tuple(pipeline)
+    first = start + timedelta(days=scenario.logic_change_from_day)
+    return view_cap_change(first, scenario.new_view_seconds_cap, pipeline)
+
+
+def changed_stage(old: Sequence[Stage], new: Sequence[Stage]) -> Stage:
+    """The one stage whose logic differs between two versions of a pipeline."""
+    (changed,) = [n for o, n in zip(old, new, strict=True) if o.sql != n.sql]
+    return changed
+
+
+def logic_change_backfills(
+    catalog: SqlCatalog,
+    engine: Engine,
+    scenario: Scenario,
+    start: date,
+    base: dict[str, Any],
+    strategy: str,
+    pipeline: Sequence[Stage] = PIPELINE,
+) -> list[dict[str, Any]]:
+    """The restatement of history under a stage's new logic, on the day it takes effect.
+
+    IPS: one backfill of the changed stage (its workflows carry it downstream),
+    audited against the oracle of the new version. The lookback: one per stage
+    from the changed one on, in lineage order, when its user backfills
+    ("manual"); none otherwise.
+    """
+    assert scenario.logic_change_day is not None
+    day = scenario.logic_change_day
+    now = pipeline_on(scenario, start, day, pipeline)
+    changed = changed_stage(pipeline_on(scenario, start, day - 1, pipeline) if day else tuple(pipeline), now)
+    if strategy == lookback.STRATEGY:
+        if scenario.lookback_backfill != "manual":
+            return []
+        stages = [changed, *dependents(changed.name, now)]
+    else:
+        stages = [changed]
+    _, first, last = restated_history(scenario, start) or (day, start, start)
+    return _backfills(catalog, engine, strategy, stages, first, last, base, now, against_oracle=strategy != "lookback")
+
+
+def _backfills(
+    catalog: SqlCatalog,
+    engine: Engine,
+    strategy: str,
+    stages: Sequence[Stage],
+    first: date,
+    last: date,
+    base: dict[str, Any],
+    pipeline: Sequence[Stage],
+    *,
+    against_oracle: bool,
+) -> list[dict[str, Any]]:
+    """Backfill ``stages`` of ``strategy`` over ``first``..``last`` in order; one costed row (a user step) each."""
+    if not isinstance(engine, DuckDBEngine):
+        raise TypeError("a backfill computes its output with the DuckDB engine")
+    rows = []
+    for step, s in enumerate(stages, start=1):
+        rec = StageRecorder()
+        with rec.timed():
+            restatement: Restatement = make_plan(catalog, s.name, strategy, first, last, pipeline).restate
+            out = restate(
+                StageContext(catalog, engine, rec), restatement, pipeline=pipeline, against_oracle=against_oracle
+            )
+        if not out.audit.passed:
+            raise RuntimeError(f"backfill of {restatement.table} failed its audit: {'; '.join(out.audit.reasons)}")
+        rows.append(
+            {
+                **base,
+                "strategy": strategy,
+                "stage": BACKFILL_STAGE,
+                **rec.row(),
+                "pattern": BACKFILL_STAGE,
+                "partitions": len(restatement.dates),
+                "backfilled_stage": s.name,
+                "user_step": step,
+            }
+        )
+    return rows
 
 
 def reached(pipeline: Sequence[Stage] = PIPELINE, source: str = SOURCE_TABLE) -> list[Stage]:
@@ -78,40 +172,22 @@ def manual_backfills(
     Audited on row counts only: a lookback table that missed late data (or a
     running total carried from such rows) need not match the oracle even once restated.
     """
-    if not isinstance(engine, DuckDBEngine):
-        raise TypeError("a backfill computes its output with the DuckDB engine")
     first, last = repopulated_range(scenario, start)
-    rows = []
-    for step, s in enumerate(reached(pipeline), start=1):
-        rec = StageRecorder()
-        with rec.timed():
-            restatement: Restatement = make_plan(catalog, s.name, lookback.STRATEGY, first, last, pipeline).restate
-            out = restate(StageContext(catalog, engine, rec), restatement, pipeline=pipeline, against_oracle=False)
-        if not out.audit.passed:
-            raise RuntimeError(f"backfill of {restatement.table} failed its audit: {'; '.join(out.audit.reasons)}")
-        rows.append(
-            {
-                **base,
-                "strategy": lookback.STRATEGY,
-                "stage": BACKFILL_STAGE,
-                **rec.row(),
-                "pattern": BACKFILL_STAGE,
-                "partitions": len(restatement.dates),
-                "backfilled_stage": s.name,
-                "user_step": step,
-            }
-        )
-    return rows
+    return _backfills(
+        catalog, engine, lookback.STRATEGY, reached(pipeline), first, last, base, pipeline, against_oracle=False
+    )
 
 
 def explained_dates(scenario: Scenario, start: date, s: Stage, known: Sequence[date]) -> list[date]:
-    """The repopulated dates of ``s`` the lookback's window had already left on the repopulation day.
+    """The restated dates of ``s`` the lookback's window had already left on the day of the restatement.
 
     A stage carrying a running total is wrong from the first such date on.
     """
-    first, last = repopulated_range(scenario, start)
-    assert scenario.repopulate_day is not None
-    window_start, _ = lookback.window(start + timedelta(days=scenario.repopulate_day), scenario.lookback_days)
+    restated = restated_history(scenario, start)
+    if restated is None:
+        return []
+    day, first, last = restated
+    window_start, _ = lookback.window(start + timedelta(days=day), scenario.lookback_days)
     left = [d for d in known if first <= d <= last and d < window_start]
     if s.carry is not None and left:
         return [d for d in known if d >= left[0]]
@@ -138,7 +214,8 @@ def check(
             s: compare(engine, catalog, s, scenario.lookback_days if s == "lookback" else None, pipeline=pipeline)
             for s in scenario.strategies
         }
-        if "lookback" not in verdicts or scenario.lookback_backfill == "manual" or scenario.repopulate_day is None:
+        restated = restated_history(scenario, start)
+        if "lookback" not in verdicts or scenario.lookback_backfill == "manual" or restated is None:
             return verdicts, 0
         for s in pipeline:
             table = catalog.load_table(s.table(lookback.STRATEGY))

@@ -304,6 +304,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         else:
             _ingested("impressions", shown, ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE))
     _ingested("events", batch, ingest_arrival(catalog, batch))
+    if not args.events and args.day == scenario.repopulate_day:
+        from bench.backfill import repopulated_range
+        from datagen.repopulate import repopulate
+
+        first, last = repopulated_range(scenario, scenario.start_date)
+        done = repopulate(catalog, first, last)
+        print(
+            f"repopulated: source event dates {first}..{last} rewritten ({len(done.dates)} partitions, "
+            f"{done.corrected_rows:,} rows corrected; snapshot {done.snapshot_id})"
+        )
     return EXIT_OK
 
 
@@ -332,10 +342,10 @@ def _check_spark() -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from bench.backfill import pipeline_on
     from bench.runner import make_engine, run_strategy_stage
     from pipelines.context import StageContext
     from pipelines.lock import release
-    from pipelines.pipeline import STAGES
 
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
@@ -358,8 +368,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         engine = make_engine(engine_name, Path(args.warehouse), args.spark_master or scenario.spark_master)
         try:
             ctx = StageContext(catalog, engine, processing_date=processing_date)
-            for stage in STAGES:
-                run_strategy_stage(ctx, args.strategy, stage, processing_date, scenario)
+            # The logic in force that day (a scenario's logic change takes effect on its day).
+            in_force = pipeline_on(scenario, scenario.start_date, args.day)
+            for stage in in_force:
+                run_strategy_stage(ctx, args.strategy, stage.name, processing_date, scenario, pipeline=in_force)
         finally:
             engine.close()
     finally:
@@ -383,11 +395,18 @@ def _take_process_lock(catalog: Any, name: str, timeout: float) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bench.backfill import check as restated_check
+    from bench.backfill import pipeline_on, restated_history
     from bench.results import passed
     from bench.runner import check
 
     catalog, scenario = _open_warehouse(args.warehouse)
-    verdicts = check(catalog, scenario)
+    # Every date with the logic in force after the scenario's last day; a restatement's explanations.
+    final = pipeline_on(scenario, scenario.start_date, scenario.days - 1)
+    if restated_history(scenario, scenario.start_date) is None:
+        verdicts = check(catalog, scenario, pipeline=final)
+    else:
+        verdicts, _ = restated_check(catalog, scenario, scenario.start_date, pipeline=final)
     for s, v in verdicts.items():
         print(f"{s}: {json.dumps(v.as_dict(s == 'lookback'))}")
     return EXIT_OK if passed(verdicts) else EXIT_MISMATCH
@@ -402,6 +421,7 @@ def _iso_date(text: str, option: str) -> date:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Preview, then write-audit-publish the restatement of one stage's partitions over a date range."""
+    from bench.backfill import pipeline_on
     from bench.metrics import StageRecorder
     from pipelines.backfill import AUDITS, BackfillRefused, PublishConflict, make_plan, restate
     from pipelines.context import StageContext
@@ -420,8 +440,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {strategy!r}")
     if args.lock_timeout < 0:
         raise BadInput(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
+    # The logic in force after the scenario's last day (a logic change's new version).
+    final = pipeline_on(scenario, scenario.start_date, scenario.days - 1)
     try:
-        plan = make_plan(catalog, args.stage, strategy, first, last)
+        plan = make_plan(catalog, args.stage, strategy, first, last, final)
     except BackfillRefused as e:
         raise BadInput(str(e)) from None
     for line in plan.preview(args.warehouse):
@@ -437,7 +459,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         engine = DuckDBEngine()
         try:
             with rec.timed():
-                out = restate(StageContext(catalog, engine, rec), plan.restate, against_oracle=args.audit == "oracle")
+                ctx = StageContext(catalog, engine, rec)
+                out = restate(ctx, plan.restate, pipeline=final, against_oracle=args.audit == "oracle")
         finally:
             engine.close()
     except PublishConflict as e:

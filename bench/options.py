@@ -89,6 +89,18 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         help="after a repopulation: 'manual' runs the lookback user's backfill of every stage in lineage "
         "order (counted as user steps); 'none' (default) leaves it to the window",
     )
+    g.add_argument(
+        "--logic-change-day",
+        type=int,
+        help="from this processing day stage 1 caps view time at --new-view-seconds-cap on event dates from "
+        "--logic-change-from-day on, and that history is restated under it (default: never)",
+    )
+    g.add_argument(
+        "--logic-change-from-day", type=int, help="first event date of the new logic, in days after the start"
+    )
+    g.add_argument(
+        "--new-view-seconds-cap", type=int, help="the new version's view-time cap (default 10800; the old is 14400)"
+    )
     g.add_argument("--engine", help="duckdb (embedded default) or spark")
     g.add_argument("--spark-master", help="Spark master URL: local[*] (default) or spark://host:7077")
     g.add_argument(
@@ -162,6 +174,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         repopulate_from_day=args.repopulate_from_day,
         repopulate_to_day=args.repopulate_to_day,
         lookback_backfill=args.lookback_backfill,
+        logic_change_day=args.logic_change_day,
+        logic_change_from_day=args.logic_change_from_day,
+        new_view_seconds_cap=args.new_view_seconds_cap,
         engine=args.engine,
         spark_master=args.spark_master,
         strategies=strategies,

@@ -146,17 +146,30 @@ def _cost(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def restatement(df: pd.DataFrame, scenario: Scenario, verdicts: dict[str, VerdictRecord]) -> dict[str, Any] | None:
-    """The repopulation scenario per strategy (first repeat): cost of the day it lands on and of
+    """A repopulation or logic change per strategy (first repeat): cost of the day it lands on and of
     the user's backfills, that day's excess over a median other measured day, user steps, and
     correctness after."""
-    day = scenario.repopulate_day
-    if day is None:
+    if scenario.repopulate_day is not None:
+        kind, day, days = (
+            "repopulation",
+            scenario.repopulate_day,
+            [scenario.repopulate_from_day, scenario.repopulate_to_day],
+        )
+    elif scenario.logic_change_day is not None:
+        kind, day, days = (
+            "logic change",
+            scenario.logic_change_day,
+            [scenario.logic_change_from_day, scenario.logic_change_day],
+        )
+    else:
         return None
     rows = df[df.repeat == df.repeat.min()] if "repeat" in df else df
     source = rows[(rows.strategy == "source") & (rows.stage == "repopulate")]
     out: dict[str, Any] = {
+        "kind": kind,
+        "new_view_seconds_cap": scenario.new_view_seconds_cap if kind == "logic change" else None,
         "repopulate_day": day,
-        "repopulated_days": [scenario.repopulate_from_day, scenario.repopulate_to_day],
+        "repopulated_days": days,
         "lookback_backfill": scenario.lookback_backfill,
         "lookback_window_days": scenario.lookback_days,
         "source_rewrite": _cost(source),
@@ -184,7 +197,7 @@ def restatement(df: pd.DataFrame, scenario: Scenario, verdicts: dict[str, Verdic
         if carried:
             correct = f"day {day}, " + ("at its own run" if steps == 0 else f"after {steps} user backfill(s)")
         else:
-            correct = "never: the window had left the repopulated dates before they were rewritten"
+            correct = "never: the window had left the restated dates"
         total = {k: on_day[k] + _cost(backfills)[k] for k in _COST}
         out["per_strategy"][strategy] = {
             "user_steps": steps,

@@ -220,20 +220,28 @@ def simulate(
             repopulating = day == scenario.repopulate_day
             if repopulating:
                 result.rows.append(restated.run_repopulation(catalog, scenario, batches.start_date, base))
+            in_force = restated.pipeline_on(scenario, batches.start_date, day, pipeline)
             walls: dict[str, float] = {}
             window_start, _ = lookback.window(processing_date, scenario.lookback_days)
             day_rows: list[dict[str, Any]] = []
             for strategy in days_order(scenario.strategies, day):
-                for stage in pipeline:
+                if day == scenario.logic_change_day:
+                    # History is restated under the new logic before the day's run (which then carries it, for IPS).
+                    backfills = restated.logic_change_backfills(
+                        catalog, engine, scenario, batches.start_date, base, strategy, pipeline
+                    )
+                    walls[strategy] = sum(r["wall_s"] for r in backfills)
+                    result.rows.extend(backfills)
+                for stage in in_force:
                     rec = StageRecorder(window_start)
                     ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
                     with rec.timed():
-                        run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=pipeline)
+                        run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=in_force)
                     row = rec.row()
                     walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
                     day_rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
                 if repopulating and strategy == "lookback" and scenario.lookback_backfill == "manual":
-                    backfills = restated.manual_backfills(catalog, engine, scenario, batches.start_date, base, pipeline)
+                    backfills = restated.manual_backfills(catalog, engine, scenario, batches.start_date, base, in_force)
                     walls[strategy] += sum(r["wall_s"] for r in backfills)
                     result.rows.extend(backfills)
             result.rows.extend(share_floors(day_rows))
@@ -241,16 +249,17 @@ def simulate(
             if every and day % every == every - 1:
                 result.rows.extend(_maintain(catalog, scenario, base, pipeline))
             if scenario.check == "daily":
-                verdicts = check(catalog, scenario, pipeline=pipeline)
+                verdicts = check(catalog, scenario, pipeline=in_force)
                 result.daily_checks.append({"day": day, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}})
             if on_day is not None:
                 on_day(day)
             bar.update(day + 1, "  ".join(f"{s} {w:.2f}s" for s, w in walls.items()))
-        if scenario.repopulate_day is None:
-            result.verdicts = check(catalog, scenario, pipeline=pipeline)
+        final = restated.pipeline_on(scenario, batches.start_date, batches.days - 1, pipeline)
+        if restated.restated_history(scenario, batches.start_date) is None:
+            result.verdicts = check(catalog, scenario, pipeline=final)
         else:
             result.verdicts, result.repopulation_explained_rows = restated.check(
-                catalog, scenario, batches.start_date, pipeline=pipeline
+                catalog, scenario, batches.start_date, pipeline=final
             )
     finally:
         engine.close()

@@ -103,6 +103,12 @@ class Scenario:
     # After a repopulation the lookback's user backfills every stage it reaches, in lineage
     # order ("manual"), or leaves it to the window ("none").
     lookback_backfill: str = "none"
+    # Logic change (issue 16): from processing day ``logic_change_day`` stage 1 caps view time at
+    # ``new_view_seconds_cap`` on event dates from start_date + logic_change_from_day on, and
+    # that history is restated under it (None: never).
+    logic_change_day: int | None = None
+    logic_change_from_day: int = 0
+    new_view_seconds_cap: int = 10_800
 
     @property
     def accounts(self) -> int:
@@ -217,6 +223,16 @@ class Scenario:
                 "repopulation needs 0 <= repopulate-from-day <= repopulate-to-day <= repopulate-day < days, got "
                 f"{self.repopulate_from_day}, {self.repopulate_to_day}, {self.repopulate_day}, {self.days}"
             )
+        if self.logic_change_day is not None and not (
+            0 <= self.logic_change_from_day <= self.logic_change_day < self.days and self.new_view_seconds_cap >= 1
+        ):
+            raise BadScenario(
+                "a logic change needs 0 <= logic-change-from-day <= logic-change-day < days and "
+                f"new-view-seconds-cap >= 1, got {self.logic_change_from_day}, {self.logic_change_day}, "
+                f"{self.days}, {self.new_view_seconds_cap}"
+            )
+        if self.logic_change_day is not None and self.repopulate_day is not None:
+            raise BadScenario("give a repopulation or a logic change, not both in one run")
         if self.lookback_backfill not in LOOKBACK_BACKFILLS:
             raise BadScenario(
                 f"lookback-backfill must be one of {', '.join(LOOKBACK_BACKFILLS)}, got {self.lookback_backfill!r}"

@@ -25,24 +25,27 @@ EVENT_KEY = "CAST(conv(substr(md5(event_id), 1, 15), 16, 10) AS BIGINT)"
 # arrival, and among copies that arrived together the smallest payload.
 KEPT_COPY_ORDER = ("ingest_ts", "country", "device", "account_id", "title_id", "view_seconds")
 
+
 # Stage 1: valid events, one row per event_id (the first copy in KEPT_COPY_ORDER),
 # view time capped. Most events arrive once: only the ids
 # seen more than once go through the window that ranks arrivals. The same rows
 # as ranking every id, for about a quarter less on DuckDB, which evaluates
 # ``valid`` once (Spark may inline it and read the input again).
-_PLAYBACK_DAILY_COLUMNS = f"""event_id, {EVENT_KEY} AS event_key, {EVENT_DATE} AS event_date, event_ts,
-       account_id, title_id, country, device, LEAST(view_seconds, {VIEW_SECONDS_CAP}) AS view_seconds"""
-PLAYBACK_DAILY = f"""
+def playback_daily(cap: str = str(VIEW_SECONDS_CAP)) -> str:
+    """Stage 1's SQL with the view-time cap ``cap`` (a SQL expression: a number, or one per event date)."""
+    columns = f"""event_id, {EVENT_KEY} AS event_key, {EVENT_DATE} AS event_date, event_ts,
+       account_id, title_id, country, device, LEAST(view_seconds, {cap}) AS view_seconds"""
+    return f"""
 WITH valid AS (
   SELECT * FROM {{events}} WHERE {VALID}
 ), repeated AS (
   SELECT event_id FROM valid GROUP BY event_id HAVING COUNT(*) > 1
 )
-SELECT {_PLAYBACK_DAILY_COLUMNS}
+SELECT {columns}
 FROM valid
 WHERE NOT EXISTS (SELECT 1 FROM repeated AS r WHERE r.event_id = valid.event_id)
 UNION ALL
-SELECT {_PLAYBACK_DAILY_COLUMNS}
+SELECT {columns}
 FROM (
   SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY {", ".join(KEPT_COPY_ORDER)}) AS arrival_rank
   FROM valid
@@ -50,6 +53,14 @@ FROM (
 ) AS copies
 WHERE arrival_rank = 1
 """
+
+
+def cap_from(first: str, new_cap: int, old_cap: int = VIEW_SECONDS_CAP) -> str:
+    """A view-time cap that changes version on event date ``first`` (ISO): the new one on and after it."""
+    return f"CASE WHEN {EVENT_DATE} >= DATE '{first}' THEN {int(new_cap)} ELSE {int(old_cap)} END"
+
+
+PLAYBACK_DAILY = playback_daily()
 
 # Stage 2a: per account and day.
 PLAYBACK_DAILY_AGG = """

@@ -15,8 +15,10 @@ pipeline with other stages runs through the same code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -333,6 +335,22 @@ def sources_of(name: str, pipeline: Sequence[Stage] = PIPELINE) -> tuple[str, ..
             if s not in out:
                 out.append(s)
     return tuple(out)
+
+
+def with_sql(name: str, sql: str, pipeline: Sequence[Stage] = PIPELINE) -> tuple[Stage, ...]:
+    """``pipeline`` with stage ``name`` running ``sql``: a new version of its logic."""
+    stage(name, pipeline)
+    return validate(tuple(dataclasses.replace(s, sql=sql) if s.name == name else s for s in pipeline))
+
+
+def view_cap_change(first: date, new_cap: int, pipeline: Sequence[Stage] = PIPELINE) -> tuple[Stage, ...]:
+    """``pipeline`` with the view-time cap ``new_cap`` on event dates from ``first`` on (the old one before).
+
+    The version in force is a function of each row's event date, so lookback, IPS
+    and the oracle all compute every date with its own version.
+    """
+    (capped,) = [s for s in pipeline if s.sql == logic.PLAYBACK_DAILY]
+    return with_sql(capped.name, logic.playback_daily(logic.cap_from(first.isoformat(), new_cap)), pipeline)
 
 
 def upstream(name: str, pipeline: Sequence[Stage] = PIPELINE) -> tuple[Stage, ...]:

@@ -18,12 +18,23 @@ def section(summary: dict[str, Any]) -> list[str]:
     if not r:
         return []
     first, last = r["repopulated_days"]
+    if r.get("kind", "repopulation") == "repopulation":
+        title = "Upstream repopulation"
+        what = (
+            f"On day {r['repopulate_day']} the source's event dates of days {first}..{last} were rewritten with "
+            f"corrected view_seconds (one OVERWRITE: {_cost(r['source_rewrite'])})."
+        )
+    else:
+        title = "Logic change"
+        what = (
+            f"From day {r['repopulate_day']} stage 1 caps view time at {r['new_view_seconds_cap']:,} on event dates "
+            f"from day {first} on; that history (days {first}..{last}) is restated under it."
+        )
     lines = [
-        "## Upstream repopulation",
+        f"## {title}",
         "",
-        f"On day {r['repopulate_day']} the source's event dates of days {first}..{last} were rewritten with corrected "
-        f"view_seconds (one OVERWRITE: {_cost(r['source_rewrite'])}). The lookback's window is "
-        f"{r['lookback_window_days']} days; its user's backfill: {r['lookback_backfill']}.",
+        f"{what} The lookback's window is {r['lookback_window_days']} days; its user's backfill: "
+        f"{r['lookback_backfill']}.",
         "",
         "| strategy | user steps | that day's stages | excess over a median day | user backfills | carried | "
         "mismatched rows after (repopulation) |",
@@ -37,9 +48,10 @@ def section(summary: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        "IPS needs no step: its workflows capture the rewrite as rewritten partitions and recompute them down to "
-        "the last stage. The lookback recomputes only its window; the repopulated dates it had left stay wrong "
-        "(counted in brackets, explained by the repopulation) unless its user backfills every stage in lineage "
+        "IPS needs no step beyond the restatement itself (none for an upstream repopulation, one backfill for a "
+        "logic change): its workflows capture the rewrite as rewritten partitions and recompute them down to the "
+        "last stage. The lookback recomputes only its window; the restated dates it had left stay wrong "
+        "(counted in brackets, explained by the restatement) unless its user backfills every stage in lineage "
         "order. Mismatches outside the brackets are late events beyond the window.",
         "",
     ]

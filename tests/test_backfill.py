@@ -383,3 +383,43 @@ def test_report_section_shows_each_strategy_steps_and_costs() -> None:
         (row,) = [line for line in lines if line.startswith(f"| {name} |")]
         assert f"| {s['user_steps']} |" in row and f"marker-{name}" in row and "2.00 MB read" in row
     assert restatement_section({}) == []
+
+
+def change_logic(wh: Path, scenario: Scenario) -> Scenario:
+    """The warehouse's scenario with stage 1's view-time cap lowered from its first day on, in force on its last."""
+    changed = Scenario.from_dict({**scenario.as_dict(), "logic_change_day": DAYS - 1, "logic_change_from_day": 0})
+    (wh / SCENARIO_FILE).write_text(json.dumps(changed.validate().as_dict()))
+    return changed
+
+
+def verdicts(wh: Path, scenario: Scenario) -> dict[str, Any]:
+    """``ipsbench check``'s verdicts (with the logic in force and the restatement's explanations)."""
+    from bench.backfill import check as restated_check
+    from bench.backfill import pipeline_on
+
+    with opened(wh) as catalog:
+        final = pipeline_on(scenario, scenario.start_date, DAYS - 1)
+        found, _ = restated_check(catalog, scenario, scenario.start_date, pipeline=final)
+    return {s: v.as_dict(s == "lookback") for s, v in found.items()}
+
+
+@pytest.mark.slow
+def test_logic_change_ips_one_restatement_lookback_one_per_stage(warehouse: tuple[Path, Scenario]) -> None:
+    wh, scenario = warehouse
+    scenario = change_logic(wh, scenario)
+    first, last = scenario.start_date, scenario.start_date + timedelta(days=DAYS - 1)
+    before = verdicts(wh, scenario)
+    assert before["ips"]["per_stage"][FIRST.name]["mismatched_rows"] > 0  # the new cap bites on this data
+    # IPS: the restatement is the one user step; its next run carries it down to the last stage.
+    assert backfill(wh, "ips", FIRST.name, first, last) == 0
+    process(wh, "ips")
+    process(wh, "lookback")
+    after = verdicts(wh, scenario)
+    assert after["ips"]["equal_to_oracle"]
+    # The lookback's window took the new logic; the dates it had left are explained by the change, not fixed.
+    assert after["lookback"]["unexplained_mismatched_rows"] == 0 and after["lookback"]["mismatched_rows"] > 0
+    with opened(wh) as catalog:
+        plan = make_plan(catalog, FIRST.name, "lookback", first, last)
+    for s in [plan.restate.stage, *(r.stage for r in plan.downstream)]:
+        assert backfill(wh, "lookback", s.name, first, last) == 0
+    assert verdicts(wh, scenario)["lookback"]["mismatched_rows"] == 0
