@@ -1,10 +1,13 @@
-"""Shared fixtures and hypothesis profiles (``ci`` by default, ``dev`` for longer runs)."""
+"""Shared fixtures, hypothesis profiles (``ci`` by default, ``dev`` for longer runs) and the
+order in which two pytest-xdist workers take the test files."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -12,11 +15,18 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from pipelines.catalog import create_tables, open_catalog
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 settings.register_profile(
     "ci", max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.register_profile("dev", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The in-process Spark application of this pytest process (an xdist worker): local[*],
+# as the engine starts it (pipelines.spark_engine.SparkEngine).
+SPARK_MASTER = "local[*]"
 
 
 @pytest.fixture
@@ -28,15 +38,63 @@ def catalog(tmp_path: Path) -> Iterator[SqlCatalog]:
     cat.engine.dispose()
 
 
-# The longest test files, longest first (measured on two cores, each a few minutes in
-# `make test`): scheduled first, so that two pytest workers (`--dist loadfile`) do not
-# end with one of them alone on a long file while the other idles.
-LONGEST_FILES = ("test_stateful.py", "test_postgres_catalog.py", "test_spark_engine.py", "test_kill.py")
+@pytest.fixture(scope="session")
+def spark_app() -> Iterator[Callable[[Path], SparkSession]]:
+    """A Spark session on a warehouse's catalog, from one Spark application per pytest process.
+
+    The application (its SparkContext, in the JVM pyspark keeps for the process) starts
+    once per xdist worker, not again after each file that stopped its own: every
+    in-process Spark test asks for this fixture (``SparkEngine`` in ``simulate`` or
+    ``main`` reuses the running application too). It stops when the worker ends.
+    """
+    from pipelines.spark_session import spark_session  # raises SparkUnavailable naming what to install
+
+    def session(warehouse: Path) -> SparkSession:
+        return spark_session(warehouse, master=SPARK_MASTER)
+
+    yield session
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
 
 
+# The order in which two pytest workers (`--dist loadfile`) take the files: longest
+# first, so that neither ends alone on a long file while the other idles. A file's
+# length is the seconds it took in `make test` (two cores, measured; see
+# docs/architecture.md, Tests) when it runs its slow tests; otherwise, and for files not
+# listed, an estimate from the tests selected: SLOW_TEST_S per slow test, FAST_TEST_S per
+# other test.
+FILE_SECONDS = {
+    "test_stateful.py": 270,
+    "test_postgres_catalog.py": 310,
+    "test_spark_engine.py": 300,
+    "test_kill.py": 150,
+}
+SLOW_TEST_S = 10
+FAST_TEST_S = 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist reorders files by their number of tests, most first (--loadscope-reorder,
+    # its default): the long files, which hold one or two tests, went last. Keep ours.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+    files: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
 
-    items.sort(key=rank)  # stable: every file keeps its own order
+    def seconds(path: Path) -> float:
+        slow = sum(1 for item in files[path] if item.get_closest_marker("slow") is not None)
+        if slow and path.name in FILE_SECONDS:
+            return FILE_SECONDS[path.name]
+        return slow * SLOW_TEST_S + (len(files[path]) - slow) * FAST_TEST_S
+
+    length = {path: seconds(path) for path in files}
+    items.sort(key=lambda item: (-length[item.path], str(item.path)))  # stable: a file keeps its order
