@@ -109,9 +109,30 @@ def _backfills(
     *,
     against_oracle: bool,
 ) -> list[dict[str, Any]]:
-    """Backfill ``stages`` of ``strategy`` over ``first``..``last`` in order; one costed row (a user step) each."""
-    if not isinstance(engine, DuckDBEngine):
-        raise TypeError("a backfill computes its output with the DuckDB engine")
+    """Backfill ``stages`` of ``strategy`` over ``first``..``last`` in order; one costed row (a user step) each.
+
+    The branch write goes through pyiceberg with DuckDB computing the output: a
+    Spark run's backfills use a DuckDB engine of their own (the tables are shared).
+    """
+    own = None if isinstance(engine, DuckDBEngine) else DuckDBEngine()
+    try:
+        return _run_backfills(catalog, own or engine, strategy, stages, first, last, base, pipeline, against_oracle)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _run_backfills(
+    catalog: SqlCatalog,
+    engine: Engine,
+    strategy: str,
+    stages: Sequence[Stage],
+    first: date,
+    last: date,
+    base: dict[str, Any],
+    pipeline: Sequence[Stage],
+    against_oracle: bool,
+) -> list[dict[str, Any]]:
     rows = []
     for step, s in enumerate(stages, start=1):
         rec = StageRecorder()

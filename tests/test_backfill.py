@@ -423,3 +423,20 @@ def test_logic_change_ips_one_restatement_lookback_one_per_stage(warehouse: tupl
     for s in [plan.restate.stage, *(r.stage for r in plan.downstream)]:
         assert backfill(wh, "lookback", s.name, first, last) == 0
     assert verdicts(wh, scenario)["lookback"]["mismatched_rows"] == 0
+
+
+@pytest.mark.slow
+def test_run_with_logic_change(tmp_path: Path) -> None:
+    """A run: IPS restates history under the new logic with one backfill; the lookback's user needs one per stage."""
+    out = tmp_path / "run"
+    change = ["--logic-change-day", "6", "--logic-change-from-day", "0", "--lookback-backfill", "manual"]
+    assert (
+        main(["run", "--out", str(out), "--preset", "tiny", "--days", "8", "--warmup-days", "2", "--quiet", *change])
+        == 0
+    )
+    r = restatement_of(out)
+    assert r["kind"] == "logic change"
+    ips, lb = r["per_strategy"]["ips"], r["per_strategy"]["lookback"]
+    assert ips["user_steps"] == 1 and ips["equal_to_oracle_after"] and ips["repopulation_carried"]
+    assert lb["user_steps"] == 1 + len(dependents(FIRST.name)) and lb["repopulation_carried"]
+    assert lb["repopulation_explained_rows"] == 0
