@@ -224,8 +224,11 @@ class DuckDBEngine:
     """Runs the stage SQL in an in-process DuckDB with the session in UTC; writes through pyiceberg.
 
     Inputs are read from the planned Iceberg data files with ``read_parquet``,
-    which reads only the columns a statement uses. pyiceberg tables are
-    copy-on-write: a merge rewrites the partitions it touches.
+    which reads only the columns a statement uses, with their position-delete
+    files applied. A merge by key rewrites the partitions it touches
+    (copy-on-write), or, on a ``write.merge.mode = merge-on-read`` target,
+    writes position deletes for the rows it replaces plus the new rows
+    (``pipelines.row_level``).
     """
 
     name = "duckdb"
@@ -279,12 +282,16 @@ class DuckDBEngine:
         self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files)}) AS s{clause}')
         self._kinds[name] = "VIEW"
 
-    def bind_positions(self, name: str, files: FileSet, where: str = "") -> None:
+    def bind_positions(self, name: str, files: FileSet, schema: pa.Schema, where: str = "") -> None:
         """Like ``bind_files``, each live row with its data file's Iceberg path and row position.
 
         The columns ``__file`` and ``__pos`` name the row as a position delete would.
         """
         self._drop(name)
+        if not files.paths:
+            empty = schema.append(pa.field("__file", pa.string())).append(pa.field("__pos", pa.int64()))
+            self.bind_arrow(name, empty.empty_table())
+            return
         clause = f" WHERE {where}" if where else ""
         self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files, True)}) AS s{clause}')
         self._kinds[name] = "VIEW"
@@ -525,7 +532,7 @@ class DuckDBEngine:
         """
         with recorder.phase("transform"):
             self.materialize("merge_source", sql)
-            self.bind_positions("merge_target", old, in_dates("event_date", dates))
+            self.bind_positions("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
             replaced = self.query(
                 f"SELECT o.__file AS file_path, o.__pos AS pos FROM merge_target o "
                 f"WHERE EXISTS (SELECT 1 FROM merge_source n WHERE {on})"
