@@ -36,7 +36,8 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 # Two pytest workers (pytest-xdist), each test file on one of them: module fixtures (a
-# tiny run, a Spark session, the PostgreSQL server) are built once.
+# tiny run, the PostgreSQL server) are built once, a Spark application once per worker.
+# The workers take the files longest first (tests/conftest.py).
 PYTEST_WORKERS ?= 2
 
 unit: $(STAMP) $(SPARK_STAMP)

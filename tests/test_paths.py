@@ -10,7 +10,9 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +25,9 @@ from pipelines.catalog import create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import FileSet, plan
 from tests.events import Event, at, batch
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # Characters a URI would have split on or encoded, and the hive-looking "name=value" of a sweep's folders.
 ODD = "r#1 %41 'q=,:@ x"
@@ -189,19 +194,16 @@ def test_state_on_a_lookback_only_warehouse_says_so(tmp_path: Path, capsys: pyte
 @pytest.mark.slow
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
-def test_spark_reads_and_writes_a_warehouse_named_with_uri_characters(tmp_path: Path) -> None:
-    from pipelines.spark_session import spark_session
-
+def test_spark_reads_and_writes_a_warehouse_named_with_uri_characters(
+    tmp_path: Path, spark_app: Callable[[Path], SparkSession]
+) -> None:
     warehouse = tmp_path / ODD / "warehouse"
     catalog = open_catalog(warehouse, create=True)
     create_tables(catalog, ("ips",))
     ingest_batch(catalog, batch(EVENTS))
-    spark = spark_session(warehouse, master="local[1]")
-    try:
-        assert spark.sql("SELECT count(*) FROM ipsbench.source.playback").collect()[0][0] == 2
-        spark.sql("INSERT INTO ipsbench.source.playback SELECT * FROM ipsbench.source.playback")
-    finally:
-        spark.stop()
+    spark = spark_app(warehouse)  # the worker's Spark application (conftest), on this warehouse's catalog
+    assert spark.sql("SELECT count(*) FROM ipsbench.source.playback").collect()[0][0] == 2
+    spark.sql("INSERT INTO ipsbench.source.playback SELECT * FROM ipsbench.source.playback")
     # pyiceberg reads back what Spark committed: the data files and metadata Spark wrote are there too.
     table = catalog.load_table("source.playback")
     assert table.scan().to_arrow().num_rows == 4

@@ -1,7 +1,8 @@
 """The same pipelines on Spark: equal to DuckDB's results and to the oracle, the state shared.
 
-One Spark application per pytest process (module-scoped). The standalone cluster
-runs in test_postgres_catalog, with the catalog in PostgreSQL as on a real cluster.
+One Spark application per pytest process (conftest's ``spark_app``: the engine reuses it,
+file after file). The standalone cluster runs in test_postgres_catalog, with the catalog
+in PostgreSQL as on a real cluster.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from pipelines.pipeline import stage as stage_def
 
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
 # Every test starts or uses a JVM: `make test` only.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+    pytest.mark.usefixtures("spark_app"),
+]
 
-TINY = {"days": 4, "warmup_days": 1}
-# Engine agreement needs late rows merged into earlier dates, which day 1 already brings: three days.
+# Engine agreement and merge-on-read's delete files need late rows merged into earlier
+# dates, which day 1 already brings: three days.
 SHORT = {"days": 3, "warmup_days": 1}
 
 
@@ -61,8 +66,10 @@ def test_spark_and_duckdb_give_identical_tables_equal_to_the_oracle(tmp_path: Pa
 
 def test_days_alternate_between_engines_on_one_warehouse(tmp_path: Path) -> None:
     wh = tmp_path / "wh"
-    assert main(["init", "--warehouse", str(wh), "--preset", "tiny", "--days", "4", "--warmup-days", "1"]) == 0
-    for day, engine in enumerate(("duckdb", "spark", "duckdb", "spark")):
+    assert main(["init", "--warehouse", str(wh), "--preset", "tiny", "--days", "3", "--warmup-days", "1"]) == 0
+    # Each engine takes over from the other once (DuckDB to Spark, Spark to DuckDB), on
+    # days that bring late rows for earlier dates.
+    for day, engine in enumerate(("duckdb", "spark", "duckdb")):
         assert main(["ingest", "--warehouse", str(wh), "--day", str(day)]) == 0
         for strategy in ("ips", "lookback"):
             args = ["process", "--warehouse", str(wh), "--strategy", strategy, "--day", str(day)]
@@ -71,7 +78,7 @@ def test_days_alternate_between_engines_on_one_warehouse(tmp_path: Path) -> None
 
 
 def test_merge_on_read_writes_delete_files_and_stays_exact(tmp_path: Path) -> None:
-    scenario = from_preset("tiny", engine="spark", merge_mode="merge-on-read", **TINY)
+    scenario = from_preset("tiny", engine="spark", merge_mode="merge-on-read", **SHORT)
     run = simulate(scenario, tmp_path / "wh", progress=False)
     assert run.verdicts["ips"].equal_to_oracle
     catalog = open_catalog(tmp_path / "wh")

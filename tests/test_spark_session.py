@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,12 +56,9 @@ def catalog(warehouse: Path) -> Iterator[SqlCatalog]:
 
 
 @pytest.fixture(scope="module")
-def spark(warehouse: Path) -> Iterator[SparkSession]:
-    from pipelines.spark_session import spark_session  # raises SparkUnavailable naming what to install
-
-    session = spark_session(warehouse, master="local[*]")  # the engine tests may have started this application
-    yield session
-    session.stop()
+def spark(warehouse: Path, spark_app: Callable[[Path], SparkSession]) -> SparkSession:
+    """A session of the worker's Spark application (conftest: one JVM per worker) on this module's warehouse."""
+    return spark_app(warehouse)
 
 
 def _rows(spark: SparkSession, sql: str) -> list[tuple[Any, ...]]:
@@ -165,7 +162,7 @@ def test_a_second_warehouse_gets_its_own_catalog(spark: SparkSession, tmp_path: 
     create_tables(cat, ())
     ingest_batch(cat, batch([Event("x1", 9, 1, "FR", "tv", at(0, 0), 5, at(0, 1))]))
     cat.engine.dispose()
-    session = spark_session(other, master="local[*]")  # the engine tests may have started this application
+    session = spark_session(other, master="local[*]")  # the worker's application, another catalog
     assert session is not spark
     assert [r[0] for r in session.sql("SELECT event_id FROM ipsbench.source.playback").collect()] == ["x1"]
     # the first session still reads its own warehouse
