@@ -8,7 +8,9 @@ and stopped when the module ends; each test gets its own database. The Spark
 run is the README's scale-out setting whole: a standalone cluster (master and
 worker started here) with the catalog in PostgreSQL. ``.ci/run`` installs the
 package when run as root; as root a missing server fails the tests, as another
-user they skip naming the package.
+user they skip naming the package. The cluster's master and worker start with the
+module, in a thread, while the DuckDB run goes on: the Spark run waits only for what
+is left of their start.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,12 +34,15 @@ from bench.runner import RunResult, simulate
 from bench.scenario import from_preset
 from pipelines.catalog import open_catalog
 from pipelines.pipeline import SOURCE_TABLE, STAGES
-from tests.services import free_port, standalone_cluster
+from tests.services import Cluster, free_port, standalone_cluster
 
 # pyspark 3.5's DataFrame.collect() drops its result socket without closing it.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")]
 
-TINY = {"days": 4, "warmup_days": 1}
+# Late rows reach earlier dates from day 1 on: three days merge them twice. The same
+# days on both engines.
+DAYS = 3
+WARMUP_DAYS = 1
 USER = "ipsbench"
 START_TIMEOUT_S = 60
 
@@ -99,11 +106,21 @@ def server() -> Iterator[Server]:
         shutil.rmtree(root)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Future[Cluster]]:
+    """The standalone cluster (tests/services.py), starting in a thread from the module's first test on."""
+    root = tmp_path_factory.mktemp("cluster")
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as pool:
+        # The pool is left (its thread joined) before the stack stops the cluster.
+        yield pool.submit(stack.enter_context, standalone_cluster(root))
+
+
 def simulate_on_postgres(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunResult, str]:
     """Run ``tiny`` on DuckDB with the catalog in a new database; returns the run and the database URL."""
     url = server.new_database("tiny_duckdb")
     monkeypatch.setenv("IPSBENCH_CATALOG_URI", url)
-    run = simulate(from_preset("tiny", **TINY), tmp_path / "warehouse", progress=False)
+    scenario = from_preset("tiny", days=DAYS, warmup_days=WARMUP_DAYS)
+    run = simulate(scenario, tmp_path / "warehouse", progress=False)
     assert run.verdicts["ips"].equal_to_oracle, run.verdicts["ips"].per_stage
     assert run.verdicts["lookback"].unexplained_mismatched_rows == 0
     return run, url
@@ -136,22 +153,24 @@ def test_tiny_on_duckdb_with_the_catalog_in_postgres(
     assert_catalog_lives_in_postgres(url, tmp_path / "warehouse")
 
 
-def test_tiny_on_a_spark_cluster_with_the_catalog_in_postgres(server: Server, tmp_path: Path) -> None:
+def test_tiny_on_a_spark_cluster_with_the_catalog_in_postgres(
+    server: Server, cluster: Future[Cluster], tmp_path: Path
+) -> None:
     url = server.new_database("tiny_spark")
     out = tmp_path / "run"
-    with standalone_cluster(tmp_path) as cluster:
-        days = ["--days=3", "--warmup-days=1"]  # the cluster's JVMs cost most of it: three days
-        spark = ["--engine", "spark", "--spark-master", cluster.master_url]
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.cli", "run", "--out", str(out), "--preset", "tiny", *days, *spark, "--quiet"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**cluster.env, "IPSBENCH_CATALOG_URI": url},
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "ips: equal to oracle True" in proc.stdout
-        assert cluster.executor_ran_tasks()
+    started = cluster.result()
+    days = [f"--days={DAYS}", f"--warmup-days={WARMUP_DAYS}"]
+    spark = ["--engine", "spark", "--spark-master", started.master_url]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--out", str(out), "--preset", "tiny", *days, *spark, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**started.env, "IPSBENCH_CATALOG_URI": url},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ips: equal to oracle True" in proc.stdout
+    assert started.executor_ran_tasks()
     assert_catalog_lives_in_postgres(url, out / "warehouse")
     # Spark committed through the same catalog: pyiceberg reads its MERGE from PostgreSQL.
     catalog = open_catalog(out / "warehouse", catalog_uri=url)
