@@ -30,10 +30,10 @@ from typing import NamedTuple
 import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from bench.runner import check
-from bench.scenario import from_preset
+from bench.scenario import MERGE_MODES, from_preset
 from datagen.ingest import ingest_batch
 from pipelines import lookback
 from pipelines.catalog import create_tables, open_catalog
@@ -149,6 +149,15 @@ class IpsMachine(RuleBasedStateMachine):
         self.ips_current = True
         self.lookback_current = True
         self.unchecked = False
+
+    @initialize(mode=st.sampled_from(MERGE_MODES))
+    def choose_merge_mode(self, mode: str) -> None:
+        """The IPS targets' write.merge.mode: merges by key rewrite files, or write position deletes."""
+        for s in STAGES:
+            table = self.catalog.load_table(f"ips.{s}")
+            with table.transaction() as tx:
+                tx.set_properties({"write.merge.mode": mode})
+        event(f"merge mode {mode}")
 
     # -- arrivals -----------------------------------------------------------
 
@@ -268,7 +277,8 @@ class IpsMachine(RuleBasedStateMachine):
         self._crash("playback_daily", point)
 
     @precondition(lambda self: not self.ips_current)
-    @rule(point=st.sampled_from(FAULT_POINTS))
+    # before_commit: a merge-on-read merge has written its delete and data files, not committed them.
+    @rule(point=st.sampled_from((*FAULT_POINTS, "before_commit")))
     def crash_filter_workflow(self, point: str) -> None:
         self._crash("playback_daily_agg", point)
 
@@ -295,6 +305,12 @@ class IpsMachine(RuleBasedStateMachine):
             self.catalog.load_table("ips.playback_daily"), min_files=min_files, keep_main_file=keep_main_file
         )
         event(f"compact_ips_daily: {'rewrote' if removed else 'nothing to do'}")
+
+    @rule()
+    def compact_ips_agg(self) -> None:
+        """The filter stage's target: on merge-on-read its delete files are folded into rewritten files."""
+        removed, _ = compact(self.catalog.load_table("ips.playback_daily_agg"), min_files=3)
+        event(f"compact_ips_agg: {'rewrote' if removed else 'nothing to do'}")
 
     @precondition(lambda self: bool(self.originals))
     @rule(data=st.data())
