@@ -81,9 +81,10 @@ def create_tables(
     """Create the source tables and each strategy's target table of every stage of ``pipeline``.
 
     Args:
-        ips_merge_mode: ``write.merge.mode`` of the IPS targets. Spark honours
-            ``merge-on-read`` (delete files instead of rewritten files); pyiceberg
-            always writes copy-on-write.
+        ips_merge_mode: ``write.merge.mode`` of the IPS targets. Both engines honour
+            ``merge-on-read`` (position-delete files plus the new rows instead of
+            rewritten files): Spark's MERGE, and the DuckDB engine's merge by key
+            (``pipelines.row_level``).
         pipeline: the stages whose targets to create (checked by ``validate``).
     """
     stages = validate(pipeline)
