@@ -116,46 +116,35 @@ def _backfills(
     """
     own = None if isinstance(engine, DuckDBEngine) else DuckDBEngine()
     try:
-        return _run_backfills(catalog, own or engine, strategy, stages, first, last, base, pipeline, against_oracle)
+        rows = []
+        for step, s in enumerate(stages, start=1):
+            rec = StageRecorder()
+            with rec.timed():
+                restatement: Restatement = make_plan(catalog, s.name, strategy, first, last, pipeline).restate
+                out = restate(
+                    StageContext(catalog, own or engine, rec),
+                    restatement,
+                    pipeline=pipeline,
+                    against_oracle=against_oracle,
+                )
+            if not out.audit.passed:
+                raise RuntimeError(f"backfill of {restatement.table} failed its audit: {'; '.join(out.audit.reasons)}")
+            rows.append(
+                {
+                    **base,
+                    "strategy": strategy,
+                    "stage": BACKFILL_STAGE,
+                    **rec.row(),
+                    "pattern": BACKFILL_STAGE,
+                    "partitions": len(restatement.dates),
+                    "backfilled_stage": s.name,
+                    "user_step": step,
+                }
+            )
+        return rows
     finally:
         if own is not None:
             own.close()
-
-
-def _run_backfills(
-    catalog: SqlCatalog,
-    engine: Engine,
-    strategy: str,
-    stages: Sequence[Stage],
-    first: date,
-    last: date,
-    base: dict[str, Any],
-    pipeline: Sequence[Stage],
-    against_oracle: bool,
-) -> list[dict[str, Any]]:
-    rows = []
-    for step, s in enumerate(stages, start=1):
-        rec = StageRecorder()
-        with rec.timed():
-            restatement: Restatement = make_plan(catalog, s.name, strategy, first, last, pipeline).restate
-            out = restate(
-                StageContext(catalog, engine, rec), restatement, pipeline=pipeline, against_oracle=against_oracle
-            )
-        if not out.audit.passed:
-            raise RuntimeError(f"backfill of {restatement.table} failed its audit: {'; '.join(out.audit.reasons)}")
-        rows.append(
-            {
-                **base,
-                "strategy": strategy,
-                "stage": BACKFILL_STAGE,
-                **rec.row(),
-                "pattern": BACKFILL_STAGE,
-                "partitions": len(restatement.dates),
-                "backfilled_stage": s.name,
-                "user_step": step,
-            }
-        )
-    return rows
 
 
 def reached(pipeline: Sequence[Stage] = PIPELINE, source: str = SOURCE_TABLE) -> list[Stage]:

@@ -41,7 +41,16 @@ from pyiceberg.table import Table
 from pipelines import oracle
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Inputs, in_dates
-from pipelines.iceberg_io import EPOCH, FileSet, conform, data_files, live_files, partition_dates, partition_files
+from pipelines.iceberg_io import (
+    EPOCH,
+    FileSet,
+    conform,
+    contiguous,
+    data_files,
+    live_files,
+    partition_dates,
+    partition_files,
+)
 from pipelines.pipeline import PIPELINE, Stage, stage, validate
 from pipelines.recompute import recompute
 
@@ -96,13 +105,7 @@ class Restatement:
         return self.stage.table(self.strategy)
 
     def ranges(self) -> list[tuple[date, date]]:
-        out: list[tuple[date, date]] = []
-        for d in self.dates:
-            if out and d == out[-1][1] + timedelta(days=1):
-                out[-1] = (out[-1][0], d)
-            else:
-                out.append((d, d))
-        return out
+        return contiguous(self.dates)
 
     def describe(self) -> str:
         spans = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in self.ranges())

@@ -168,6 +168,17 @@ def partition_entries(table: Table, dates: Sequence[date]) -> tuple[list[DataFil
     return data, deletes
 
 
+def contiguous(dates: Iterable[date]) -> list[tuple[date, date]]:
+    """``dates`` (sorted) merged into contiguous ``(first, last)`` ranges."""
+    out: list[tuple[date, date]] = []
+    for d in dates:
+        if out and d == out[-1][1] + timedelta(days=1):
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
 def partition_dates(table: Table) -> list[date]:
     """The dates of the table's non-empty day partitions (metadata only)."""
     return sorted({EPOCH + timedelta(days=int(f.partition[0])) for f in live_files(table)})

@@ -41,7 +41,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DateType, StringType, TimestamptzType
 
-from pipelines.iceberg_io import EPOCH, added_files, live_files, own_entries
+from pipelines.iceberg_io import EPOCH, added_files, contiguous, live_files, own_entries
 from pipelines.recorder import NullRecorder, Recorder
 from pipelines.row_level import FILE_PATH_ID, MERGE_BY_KEY, ROW_DELTA_PROPERTY
 
@@ -113,13 +113,7 @@ class Capture:
 
     def ranges(self) -> list[tuple[date, date]]:
         """The stale dates merged into contiguous ``(first, last)`` ranges."""
-        out: list[tuple[date, date]] = []
-        for d in self.all_dates:
-            if out and d == out[-1][1] + timedelta(days=1):
-                out[-1] = (out[-1][0], d)
-            else:
-                out.append((d, d))
-        return out
+        return contiguous(self.all_dates)
 
 
 @dataclass
