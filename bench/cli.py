@@ -489,6 +489,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    """``--lock-timeout``, for a command that holds a strategy's process lock."""
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        help="seconds to wait while another process of this strategy runs on the warehouse (default 0: refuse)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ipsbench",
@@ -542,12 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--day", type=int, required=True)
     proc.add_argument("--engine", help="duckdb or spark (default: the warehouse's scenario); the state is shared")
     proc.add_argument("--spark-master", help="Spark master URL (default: the scenario's, local[*])")
-    proc.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=0.0,
-        help="seconds to wait while another process of this strategy runs on the warehouse (default 0: refuse)",
-    )
+    add_lock_timeout(proc)
     proc.set_defaults(func=cmd_process)
 
     bf = sub.add_parser(
@@ -572,12 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="oracle (default): row counts and the oracle on the restated partitions must agree; "
         "counts: row counts only (a table that missed late data can never match the oracle)",
     )
-    bf.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=0.0,
-        help="seconds to wait while a process of this strategy runs on the warehouse (default 0: refuse)",
-    )
+    add_lock_timeout(bf)
     bf.set_defaults(func=cmd_backfill)
 
     chk = sub.add_parser("check", help="compare every strategy with the oracle (exit 0 equal/explained, 1 not)")
