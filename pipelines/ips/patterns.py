@@ -160,6 +160,11 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
 
     Partitions rewritten upstream make every account's rows from the earliest
     of them on be recomputed whole.
+
+    The floor is the union of both: every account from the first rewritten
+    date (``cut``) on, its total before ``cut`` carried, and each changed
+    account whose earliest changed date is before ``cut`` from that date on,
+    its total before it carried instead; no row is counted twice.
     """
     assert stage.carry is not None
     by = stage.carry.by
@@ -167,6 +172,10 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
     source = ctx.catalog.load_table(source_input.table(NAMESPACE))
     target = ctx.catalog.load_table(stage.table(NAMESPACE))
     keyed = cap.appended_only_dates
+    cut = min(cap.rewritten_dates) if cap.rewritten_dates else None
+    before_cut = "" if cut is None else f" AND event_date < DATE '{cut.isoformat()}'"
+    # Changed accounts that the recompute from ``cut`` already covers whole.
+    covered = ""
     if keyed and cap.icdc_table:
         icdc = ctx.catalog.load_table(cap.icdc_table)
         with ctx.recorder.phase("plan"):
@@ -202,26 +211,46 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             f"SELECT d.* FROM input_dates d JOIN changed_from c ON d.{by} = c.{by} AND d.event_date >= c.from_date",
         )
         # The floor, counted before the write changes the target: each changed account's rows
-        # from its earliest changed date on, its carried total, and its output rows there.
-        carried_rows, carried_bytes = carried_floor(ctx, stage, carry)
+        # from its earliest changed date on (before ``cut``: the recompute counts the rest),
+        # its carried total, and its output rows there.
+        carried = (0, 0)
         with ctx.recorder.aside():
-            rows = ctx.engine.scalar(f"SELECT COUNT(*) FROM {source_input.relation}")
+            if cut is not None:
+                covered = f"SELECT {by} FROM changed_from WHERE from_date < DATE '{cut.isoformat()}'"
+                carried_rows = ctx.engine.scalar(
+                    f"SELECT COUNT(*) FROM {stage.carry.relation} WHERE {by} IN ({covered})"
+                )
+                carried = (carried_rows, round(carried_rows * bytes_per_row(carry)))
+            rows = ctx.engine.scalar(f"SELECT COUNT(*) FROM {source_input.relation} WHERE TRUE{before_cut}")
             outputs = ctx.engine.scalar(
-                f"SELECT COUNT(*) FROM (SELECT DISTINCT event_date, {by} FROM {source_input.relation}) AS o"
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT event_date, {by} FROM {source_input.relation} "
+                f"WHERE TRUE{before_cut}) AS o"
             )
+        if cut is None:
+            carried = carried_floor(ctx, stage, carry)
         with written(ctx, stage.table(NAMESPACE), later) as out:
             ctx.engine.merge_by_key(target, stage.statement(), stage.key, later, old_files, ctx.recorder, ctx.fault)
         ctx.recorder.floor(
-            rows + carried_rows,
-            round(rows * bytes_per_row((input_files.rows, input_files.bytes))) + carried_bytes,
+            rows + carried[0],
+            round(rows * bytes_per_row((input_files.rows, input_files.bytes))) + carried[1],
             outputs,
             round(outputs * bytes_per_row(total(out.after))),
         )
-    if cap.rewritten_dates:
-        cut = min(cap.rewritten_dates)
+    if cut is not None:
         target = ctx.catalog.load_table(stage.table(NAMESPACE))
         dates = sorted(d for d in {*partition_dates(source), *partition_dates(target)} if d >= cut)
-        recompute(ctx, stage, NAMESPACE, dates)
+        out = recompute(ctx, stage, NAMESPACE, dates, floor=not covered)
+        if covered:
+            # The range floor of ``dates``, its carry without the accounts counted above from their own date.
+            _range_floor(ctx, stage, dates, out.after)
+            with ctx.recorder.aside():
+                carried_rows = ctx.engine.scalar(
+                    f"SELECT COUNT(*) FROM {stage.carry.relation} WHERE {by} NOT IN ({covered})"
+                )
+                earlier_files = plan_dates(target, [d for d in partition_dates(target) if d < cut])
+            ctx.recorder.floor(
+                carried_rows, round(carried_rows * bytes_per_row((earlier_files.rows, earlier_files.bytes))), 0, 0
+            )
 
 
 def range_partitions(ctx: StageContext, stage: Stage, cap: Capture) -> None:
