@@ -278,8 +278,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from bench.runner import Batches
     from datagen.ingest import BadEventsFile, ingest_arrival, read_events_file
-    from datagen.model import arrival_batch, impression_batch
     from pipelines.pipeline import IMPRESSIONS_TABLE
 
     catalog, scenario = _open_warehouse(args.warehouse)
@@ -288,23 +288,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             batch = read_events_file(Path(args.events))
         except BadEventsFile as e:
             raise BadInput(str(e)) from None
+        _ingested("events", batch, ingest_arrival(catalog, batch))
+        return EXIT_OK
+    per_day = scenario.batches_per_day
+    if args.batch is not None:
+        count = scenario.days * per_day
+        if not 0 <= args.batch < count:
+            raise BadInput(
+                f"--batch must be in [0, {count - 1}] for this warehouse ({scenario.days} days of {per_day} "
+                f"batch(es) of {scenario.batch_minutes} minutes), got {args.batch}"
+            )
+        indices = [args.batch]
     else:
         if not 0 <= args.day < scenario.days:
             raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
-        if scenario.events_file is not None:
-            # Initialized with --events: batch P is the file's arrival date P, as 'run' ingests it.
-            events = warehouse_events(scenario, Path(args.warehouse))
-            batch = events.batches[args.day]
-            shown = events.impressions[args.day] if events.impressions is not None else None
-        else:
-            batch = arrival_batch(scenario.event_model(), args.day)
-            shown = impression_batch(scenario.event_model(), args.day, scenario.impressions)
-        if shown is None:
+        # A day is its batches in turn: the same appends as 'ingest --batch' (and 'run') make.
+        indices = list(range(args.day * per_day, (args.day + 1) * per_day))
+    # Initialized with --events: day P is the file's arrival date P, as 'run' ingests it.
+    events = warehouse_events(scenario, Path(args.warehouse)) if scenario.events_file is not None else None
+    batches = Batches(scenario, events)
+    for index in indices:
+        batch, shown = batches.batch(index)
+        if per_day > 1:
+            print(f"batch {index} (day {index // per_day}, from minute {index % per_day * scenario.batch_minutes}):")
+        if scenario.events_file is not None and events is not None and events.impressions is None:
             print("impressions: none (initialized without --impressions)")
         else:
             _ingested("impressions", shown, ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE))
-    _ingested("events", batch, ingest_arrival(catalog, batch))
-    if not args.events and args.day == scenario.repopulate_day:
+        _ingested("events", batch, ingest_arrival(catalog, batch))
+    day = indices[-1] // per_day
+    if indices[-1] % per_day == per_day - 1 and day == scenario.repopulate_day:
         from bench.backfill import repopulated_range
         from datagen.repopulate import repopulate
 
@@ -350,6 +363,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
+    if args.batch is not None:
+        count = scenario.days * scenario.batches_per_day
+        if not 0 <= args.batch < count:
+            raise BadInput(f"--batch must be in [0, {count - 1}] for this warehouse, got {args.batch}")
+        args.day = args.batch // scenario.batches_per_day
     if not 0 <= args.day < scenario.days:
         raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
     engine_name = args.engine or scenario.engine
@@ -542,14 +560,26 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="append one arrival batch to the source tables (playback, impressions)")
     ing.add_argument("--warehouse", required=True)
     what = ing.add_mutually_exclusive_group(required=True)
-    what.add_argument("--day", type=int, help="generate and ingest arrival batch P")
+    what.add_argument(
+        "--day", type=int, help="generate and ingest the arrivals of day P (its batches in turn at a sub-daily cadence)"
+    )
+    what.add_argument(
+        "--batch",
+        type=int,
+        help="generate and ingest arrival batch B only: B counts batches from the first day's first "
+        "(day B // n, n = 1440 / batch-minutes batches a day)",
+    )
     what.add_argument("--events", metavar="FILE.parquet", help="ingest this events file as one batch")
     ing.set_defaults(func=cmd_ingest)
 
     proc = sub.add_parser("process", help="run every stage of one strategy for processing day P")
     proc.add_argument("--warehouse", required=True)
     proc.add_argument("--strategy", required=True, help="ips or lookback")
-    proc.add_argument("--day", type=int, required=True)
+    when = proc.add_mutually_exclusive_group(required=True)
+    when.add_argument("--day", type=int, help="processing day P (its date is the filter pattern's new partition)")
+    when.add_argument(
+        "--batch", type=int, help="after arrival batch B (see 'ingest --batch'): the run of day B // n, n batches a day"
+    )
     proc.add_argument("--engine", help="duckdb or spark (default: the warehouse's scenario); the state is shared")
     proc.add_argument("--spark-master", help="Spark master URL (default: the scenario's, local[*])")
     add_lock_timeout(proc)

@@ -74,14 +74,18 @@ SCENARIO_KEYS = (
     "max_lateness_days",
     "seed",
     "engine",
+    "batch_minutes",
 )
-ROW_KEYS = ("strategy", "stage", "day", "repeat")
+# A row's identity; ``batch`` (the global arrival batch index; the day at one batch a day) tells
+# apart the runs of a day at a shorter cadence.
+ROW_KEYS = ("strategy", "stage", "day", "batch", "repeat")
 
 
 class ResultRow(TypedDict):
     """One tidy row of ``results.parquet``: one stage of one strategy on one processing day of one repeat."""
 
     day: int
+    batch: int
     processing_date: str
     warmup: bool
     repeat: int
@@ -138,6 +142,7 @@ class ResultRow(TypedDict):
     max_lateness_days: int
     seed: int
     engine: str
+    batch_minutes: int
 
 
 RESULT_COLUMNS = tuple(ResultRow.__annotations__)
@@ -168,6 +173,7 @@ SWEEP_VARIABLES: dict[str, type[int] | type[float]] = {
     "seed": int,
     "maintenance_every_days": int,
     "privacy_delete_every_days": int,
+    "batch_minutes": int,
 }
 SWEEP_FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
 SWEEP_SPREAD_COLUMNS = tuple(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max"))
@@ -182,6 +188,8 @@ SWEEP_CORRECTNESS_COLUMNS = (
     "late_events_beyond_window",
     "passed",
 )
+# Freshness of a point (summary.json's): per stage row that table's, on the total row the last stage's.
+SWEEP_FRESHNESS_COLUMNS = ("freshness_p50_s", "freshness_p95_s", "freshness_never")
 SWEEP_KEY_COLUMNS = ("point", "strategy", "stage")
 # The sweep table: one row per point x strategy x stage, plus a TOTAL_STAGE row per strategy.
 SWEEP_COLUMNS = (
@@ -196,6 +204,7 @@ SWEEP_COLUMNS = (
     *SWEEP_RATIO_COLUMNS,
     *SWEEP_SPLIT_COLUMNS,
     *SWEEP_CORRECTNESS_COLUMNS,
+    *SWEEP_FRESHNESS_COLUMNS,
     "peak_rss_bytes",
     "error",
 )

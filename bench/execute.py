@@ -31,6 +31,7 @@ def run_scenario(
     frames = []
     verdicts: dict[str, Verdict] = {}
     daily: list[dict[str, Any]] = []
+    freshness: dict[str, Any] | None = None
     peak = 0
     engine_start: list[float] = []
     t0 = time.perf_counter()
@@ -46,6 +47,7 @@ def run_scenario(
         if not verdicts or not results.passed(run.verdicts):
             verdicts = run.verdicts
         daily = daily or run.daily_checks
+        freshness = freshness or run.freshness
         peak = max(peak, run.peak_rss_bytes)
         engine_start.append(run.engine_start_s)
     df = pd.concat(frames, ignore_index=True)
@@ -61,6 +63,8 @@ def run_scenario(
             "engine_start_s": engine_start,
             "warehouse": str(warehouse_root.resolve()),
             "daily_checks": daily,
+            # Of the first repeat: seconds from each event's arrival until each table includes it.
+            "freshness": freshness,
             # A user's events file, described by what it holds (the generator's settings do not apply).
             "events_file": events.describe() if events is not None else None,
         },

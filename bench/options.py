@@ -35,7 +35,7 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--days",
         type=int,
-        help="processing days to simulate, one arrival batch each (refused with --events: its arrival dates are)",
+        help="processing days to simulate, a day of arrivals each (refused with --events: its arrival dates are)",
     )
     g.add_argument(
         "--warmup-days",
@@ -111,7 +111,23 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
         ),
     )
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")
-    g.add_argument("--check", help="compare with the oracle at the 'end' (default) or 'daily'")
+    g.add_argument(
+        "--check",
+        help="compare with the oracle at the 'end' (default), 'daily' (after every day) or 'batch' "
+        "(after every arrival batch, each strategy once it has run on it)",
+    )
+    g.add_argument(
+        "--batch-minutes",
+        type=int,
+        help="length of an arrival batch in minutes, dividing 1440 (default 1440: one batch a day); each batch "
+        "is one append per input table of the events whose ingest_ts falls in it, and IPS runs after every batch",
+    )
+    g.add_argument(
+        "--lookback-every-batch",
+        action="store_true",
+        default=None,
+        help="run the lookback after every arrival batch too (default: once a day, after the day's last batch)",
+    )
     g.add_argument("--repeats", type=int, help="whole-run repeats; figures are medians")
     g.add_argument(
         "--events",
@@ -181,6 +197,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         spark_master=args.spark_master,
         strategies=strategies,
         check=args.check,
+        batch_minutes=args.batch_minutes,
+        lookback_every_batch=args.lookback_every_batch,
         merge_mode=args.merge_mode,
         repeats=args.repeats,
         events_file=events_file,

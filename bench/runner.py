@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
@@ -20,10 +21,11 @@ from pyiceberg.catalog.sql import SqlCatalog
 from bench import backfill as restated
 from bench.contract import FLOOR_KEYS
 from bench.equality import Verdict, compare
+from bench.freshness import Arrivals, Run, first_arrivals, strategy_freshness
 from bench.metrics import StageRecorder, process_peak_rss
 from bench.progress import Progress
 from bench.scenario import Scenario
-from datagen.ingest import EventsFile, ingest_batch
+from datagen.ingest import EventsFile, ingest_batch, split_day
 from datagen.model import IMPRESSIONS_ARROW_SCHEMA, arrival_batch, impression_batch
 from pipelines import lookback, oracle
 from pipelines.catalog import create_tables, open_catalog
@@ -31,7 +33,7 @@ from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine, Engine
 from pipelines.ips import workflow as ips
 from pipelines.maintenance import compact, expire_history
-from pipelines.pipeline import IMPRESSIONS_TABLE, PIPELINE, SOURCE_TABLE, Stage
+from pipelines.pipeline import IMPRESSIONS_TABLE, PIPELINE, SOURCE_TABLE, SOURCES, Stage, sources_of
 
 
 @dataclass
@@ -46,10 +48,17 @@ class RunResult:
     engine_start_s: float = 0.0
     # The lookback's mismatched rows a repopulation explains (its window had left those dates).
     repopulation_explained_rows: int = 0
+    # Per strategy, its runs in order: the batch each followed and its stages' measured wall times.
+    schedule: dict[str, list[Run]] = field(default_factory=dict)
+    freshness: dict[str, Any] | None = None
 
 
 class Batches:
-    """Arrival batches, from the generator or from a user's events file."""
+    """Arrival batches, from the generator or from a user's events file.
+
+    A day's arrivals are cut into ``scenario.batches_per_day`` batches by
+    ``ingest_ts``; batch ``b`` (global index) is slot ``b % n`` of day ``b // n``.
+    """
 
     def __init__(self, scenario: Scenario, events: EventsFile | None = None) -> None:
         self.scenario = scenario
@@ -59,6 +68,12 @@ class Batches:
         else:
             self.start_date = scenario.start_date
             self.days = scenario.days
+        self._day: tuple[int, list[pa.Table], list[pa.Table]] | None = None
+
+    @property
+    def count(self) -> int:
+        """Batches over the whole run."""
+        return self.days * self.scenario.batches_per_day
 
     def __getitem__(self, day: int) -> pa.Table:
         if self._events is not None:
@@ -70,6 +85,16 @@ class Batches:
             shown = self._events.impressions
             return shown[day] if shown is not None else IMPRESSIONS_ARROW_SCHEMA.empty_table()
         return impression_batch(self.scenario.event_model(), day, self.scenario.impressions)
+
+    def batch(self, index: int) -> tuple[pa.Table, pa.Table]:
+        """Arrival batch ``index``: its playback events and its impressions."""
+        day, slot = divmod(index, self.scenario.batches_per_day)
+        if self._day is None or self._day[0] != day:
+            midnight = self.start_date + timedelta(days=day)
+            minutes = self.scenario.batch_minutes
+            shown = self.impressions(day)
+            self._day = (day, split_day(self[day], midnight, minutes), split_day(shown, midnight, minutes))
+        return self._day[1][slot], self._day[2][slot]
 
 
 def make_engine(name: str, warehouse: Path, spark_master: str = "local[*]") -> Engine:
@@ -97,14 +122,21 @@ def run_strategy_stage(
         ips.run_stage(ctx, stage, pipeline=pipeline)
 
 
-def check(catalog: SqlCatalog, scenario: Scenario, *, pipeline: Sequence[Stage] = PIPELINE) -> dict[str, Verdict]:
-    """Recompute the oracle of ``pipeline`` and compare every strategy's tables of it with the oracle."""
+def check(
+    catalog: SqlCatalog,
+    scenario: Scenario,
+    *,
+    pipeline: Sequence[Stage] = PIPELINE,
+    strategies: Sequence[str] | None = None,
+) -> dict[str, Verdict]:
+    """Recompute the oracle of ``pipeline`` and compare each strategy's tables of it (default: every
+    strategy of the scenario) with the oracle."""
     engine = DuckDBEngine()
     try:
         oracle.compute(engine, catalog, pipeline=pipeline)
         return {
             s: compare(engine, catalog, s, scenario.lookback_days if s == "lookback" else None, pipeline=pipeline)
-            for s in scenario.strategies
+            for s in (scenario.strategies if strategies is None else strategies)
         }
     finally:
         engine.close()
@@ -153,16 +185,80 @@ def privacy_delete(catalog: SqlCatalog, scenario: Scenario, day: int) -> list[in
 
 
 def share_floors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A day's stage rows, each strategy's carrying the floor its stage's IPS pattern recorded that day.
+    """A day's stage rows, each lookback row carrying the floor of its stage's IPS runs that day.
 
-    The floor belongs to the (stage, day)'s changes, not to a strategy: both rows show it.
+    The floor belongs to the (stage, day)'s changes, not to a strategy: both
+    rows show it. IPS may run several times a day (one run per arrival batch):
+    the lookback's row of the day carries the sum of their floors.
     """
-    floors = {r["stage"]: {k: r[k] for k in FLOOR_KEYS} for r in rows if r["strategy"] == "ips"}
-    return [{**r, **floors.get(r["stage"], {})} for r in rows]
+    floors: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["strategy"] == "ips":
+            acc = floors.setdefault(r["stage"], dict.fromkeys(FLOOR_KEYS, 0))
+            for k in FLOOR_KEYS:
+                acc[k] += r.get(k) or 0
+    return [r if r["strategy"] == "ips" else {**r, **floors.get(r["stage"], {})} for r in rows]
 
 
 def days_order(strategies: tuple[str, ...], day: int) -> Iterator[str]:
     return iter(strategies if day % 2 == 0 else tuple(reversed(strategies)))
+
+
+class Arrived:
+    """Every valid event's first arrival, gathered batch by batch for freshness."""
+
+    def __init__(self, start_date: date) -> None:
+        self.start_date = start_date
+        self._parts: dict[str, list[pa.Table]] = {s.name: [] for s in SOURCES}
+        self._db = duckdb.connect()
+
+    def add(self, playback: pa.Table, impressions: pa.Table) -> None:
+        for source, rows in zip(SOURCES, (playback, impressions), strict=True):
+            if rows.num_rows:
+                # The source's own declaration of a valid row (the SQL the stages run).
+                kept = self._db.sql(f"SELECT event_id, event_ts, ingest_ts FROM rows WHERE {source.valid}")
+                self._parts[source.name].append(kept.to_arrow_table())
+
+    def arrivals(self, warmup_days: int) -> dict[str, Arrivals]:
+        """Per source: its events (first arrival of each event_id) that arrived after the warm-up."""
+        out = {}
+        for name, parts in self._parts.items():
+            if parts:
+                out[name] = first_arrivals(pa.concat_tables(parts), self.start_date, warmup_days)
+        return out
+
+
+def freshness_report(
+    scenario: Scenario, schedule: dict[str, list[Run]], arrived: Arrived, pipeline: Sequence[Stage] = PIPELINE
+) -> dict[str, Any]:
+    """summary.json's freshness: per strategy and table, from the runs' schedule and the events' arrivals."""
+    events = arrived.arrivals(scenario.warmup_days)
+    feeds = {s.name: sources_of(s.name, pipeline) for s in pipeline}
+    seconds = scenario.batch_minutes * 60
+    per_strategy = {
+        strategy: strategy_freshness(
+            runs, seconds, events, feeds, scenario.lookback_days if strategy == "lookback" else None
+        )
+        for strategy, runs in schedule.items()
+    }
+    last = pipeline[-1].name
+    return {
+        "batch_minutes": scenario.batch_minutes,
+        "lookback_every_batch": scenario.lookback_every_batch,
+        "unit": "seconds from an event's arrival until the first run including it commits the table",
+        "events_from_day": scenario.warmup_days,
+        "runs": {s: len(runs) for s, runs in schedule.items()},
+        "per_strategy": per_strategy,
+        "last_stage": last,
+        "late_to_last_stage": {s: tables[last]["late"] for s, tables in per_strategy.items() if last in tables},
+    }
+
+
+def _runs_now(scenario: Scenario, day: int, last_of_day: bool) -> list[str]:
+    """The strategies that run after a batch, in the day's order: IPS after every batch, the
+    lookback after the day's last (or after every batch with ``lookback_every_batch``)."""
+    every = ("ips",) + (("lookback",) if scenario.lookback_every_batch else ())
+    return [s for s in days_order(scenario.strategies, day) if last_of_day or s in every]
 
 
 def simulate(
@@ -174,7 +270,13 @@ def simulate(
     *,
     pipeline: Sequence[Stage] = PIPELINE,
 ) -> RunResult:
-    """Run the whole scenario, every stage of ``pipeline``, into ``warehouse``; returns per-stage rows and verdicts."""
+    """Run the whole scenario, every stage of ``pipeline``, into ``warehouse``; returns per-stage rows and verdicts.
+
+    Each day's arrivals come in ``scenario.batches_per_day`` batches; after each
+    batch the strategies due run (``_runs_now``). What happens once a day -- a
+    privacy delete, a repopulation, maintenance, the daily check -- happens at
+    the day's last batch.
+    """
     batches = Batches(scenario, events)
     result = RunResult(start_date=batches.start_date)
     catalog = open_catalog(warehouse, create=True)
@@ -182,70 +284,94 @@ def simulate(
     t0 = time.perf_counter()
     engine = make_engine(scenario.engine, warehouse, scenario.spark_master)
     result.engine_start_s = time.perf_counter() - t0
+    per_day = scenario.batches_per_day
     bar = Progress(batches.days, "ipsbench", progress)
+    arrived = Arrived(batches.start_date)
     try:
         for day in range(batches.days):
             processing_date = batches.start_date + timedelta(days=day)
-            base = {"day": day, "processing_date": processing_date.isoformat(), "warmup": day < scenario.warmup_days}
-            rec = StageRecorder()
-            with rec.timed():
-                batch = batches[day]
-                ingest_batch(catalog, batch)
-                shown = batches.impressions(day)
-                ingest_batch(catalog, shown, table_name=IMPRESSIONS_TABLE)
-            result.rows.append(
-                {
-                    **base,
-                    "strategy": "source",
-                    "stage": "ingest",
-                    **rec.row(),
-                    "rows_written": batch.num_rows + shown.num_rows,
+            walls: dict[str, float] = {}
+            window_start, _ = lookback.window(processing_date, scenario.lookback_days)
+            day_rows: list[dict[str, Any]] = []
+            ran_today: set[str] = set()
+            in_force = restated.pipeline_on(scenario, batches.start_date, day, pipeline)
+            for slot in range(per_day):
+                index = day * per_day + slot
+                last_of_day = slot == per_day - 1
+                base = {
+                    "day": day,
+                    "batch": index,
+                    "processing_date": processing_date.isoformat(),
+                    "warmup": day < scenario.warmup_days,
                 }
-            )
-            every_delete = scenario.privacy_delete_every_days
-            if every_delete and day % every_delete == every_delete - 1:
                 rec = StageRecorder()
                 with rec.timed():
-                    accounts = privacy_delete(catalog, scenario, day)
+                    batch, shown = batches.batch(index)
+                    ingest_batch(catalog, batch)
+                    ingest_batch(catalog, shown, table_name=IMPRESSIONS_TABLE)
+                arrived.add(batch, shown)
                 result.rows.append(
                     {
                         **base,
                         "strategy": "source",
-                        "stage": "privacy_delete",
+                        "stage": "ingest",
                         **rec.row(),
-                        "pattern": "delete",
-                        "partitions": len(accounts),
+                        "rows_written": batch.num_rows + shown.num_rows,
                     }
                 )
-            repopulating = day == scenario.repopulate_day
-            if repopulating:
-                result.rows.append(restated.run_repopulation(catalog, scenario, batches.start_date, base))
-            in_force = restated.pipeline_on(scenario, batches.start_date, day, pipeline)
-            walls: dict[str, float] = {}
-            window_start, _ = lookback.window(processing_date, scenario.lookback_days)
-            day_rows: list[dict[str, Any]] = []
-            for strategy in days_order(scenario.strategies, day):
-                if day == scenario.logic_change_day:
-                    # History is restated under the new logic before the day's run (which then carries it, for IPS).
-                    backfills = restated.logic_change_backfills(
-                        catalog, engine, scenario, batches.start_date, base, strategy, pipeline
-                    )
-                    walls[strategy] = sum(r["wall_s"] for r in backfills)
-                    result.rows.extend(backfills)
-                for stage in in_force:
-                    rec = StageRecorder(window_start)
-                    ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
+                every_delete = scenario.privacy_delete_every_days
+                if last_of_day and every_delete and day % every_delete == every_delete - 1:
+                    rec = StageRecorder()
                     with rec.timed():
-                        run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=in_force)
-                    row = rec.row()
-                    walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
-                    day_rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
-                if repopulating and strategy == "lookback" and scenario.lookback_backfill == "manual":
-                    backfills = restated.manual_backfills(catalog, engine, scenario, batches.start_date, base, in_force)
-                    walls[strategy] += sum(r["wall_s"] for r in backfills)
-                    result.rows.extend(backfills)
+                        accounts = privacy_delete(catalog, scenario, day)
+                    result.rows.append(
+                        {
+                            **base,
+                            "strategy": "source",
+                            "stage": "privacy_delete",
+                            **rec.row(),
+                            "pattern": "delete",
+                            "partitions": len(accounts),
+                        }
+                    )
+                repopulating = last_of_day and day == scenario.repopulate_day
+                if repopulating:
+                    result.rows.append(restated.run_repopulation(catalog, scenario, batches.start_date, base))
+                due = _runs_now(scenario, day, last_of_day)
+                for strategy in due:
+                    if day == scenario.logic_change_day and strategy not in ran_today:
+                        # History is restated under the new logic before the day's first run (which then carries
+                        # it, for IPS).
+                        backfills = restated.logic_change_backfills(
+                            catalog, engine, scenario, batches.start_date, base, strategy, pipeline
+                        )
+                        walls[strategy] = walls.get(strategy, 0.0) + sum(r["wall_s"] for r in backfills)
+                        result.rows.extend(backfills)
+                    ran_today.add(strategy)
+                    stage_walls = []
+                    for stage in in_force:
+                        rec = StageRecorder(window_start)
+                        ctx = StageContext(catalog, engine, rec, processing_date=processing_date)
+                        with rec.timed():
+                            run_strategy_stage(ctx, strategy, stage.name, processing_date, scenario, pipeline=in_force)
+                        row = rec.row()
+                        walls[strategy] = walls.get(strategy, 0.0) + row["wall_s"]
+                        stage_walls.append((stage.name, float(row["wall_s"])))
+                        day_rows.append({**base, "strategy": strategy, "stage": stage.name, **row})
+                    result.schedule.setdefault(strategy, []).append(Run(index, day, tuple(stage_walls)))
+                    if repopulating and strategy == "lookback" and scenario.lookback_backfill == "manual":
+                        backfills = restated.manual_backfills(
+                            catalog, engine, scenario, batches.start_date, base, in_force
+                        )
+                        walls[strategy] += sum(r["wall_s"] for r in backfills)
+                        result.rows.extend(backfills)
+                if scenario.check == "batch":
+                    verdicts = check(catalog, scenario, pipeline=in_force, strategies=due)
+                    result.daily_checks.append(
+                        {"day": day, "batch": index, **{s: v.as_dict(s == "lookback") for s, v in verdicts.items()}}
+                    )
             result.rows.extend(share_floors(day_rows))
-            every = scenario.maintenance_every_days
+            every = scenario.maintenance_period_days
             if every and day % every == every - 1:
                 result.rows.extend(_maintain(catalog, scenario, base, pipeline))
             if scenario.check == "daily":
@@ -264,4 +390,5 @@ def simulate(
     finally:
         engine.close()
     result.peak_rss_bytes = process_peak_rss()
+    result.freshness = freshness_report(scenario, result.schedule, arrived, pipeline)
     return result

@@ -9,10 +9,10 @@ from typing import Any
 
 from bench.contract import SCENARIO_FILE as SCENARIO_FILE  # re-exported: step-wise tests read it here
 from bench.contract import STRATEGIES, Strategy
-from datagen.model import EventModel
+from datagen.model import MINUTES_PER_DAY, EventModel
 
 ENGINES = ("duckdb", "spark")
-CHECKS = ("end", "daily")
+CHECKS = ("end", "daily", "batch")
 MERGE_MODES = ("copy-on-write", "merge-on-read")
 LOOKBACK_BACKFILLS = ("none", "manual")
 # Upper bounds, so that a typo is refused up front rather than after hours: a span of days
@@ -35,9 +35,9 @@ class Scenario:
 
     Attributes:
         preset: the preset the other fields started from.
-        days: processing days simulated (one arrival batch each).
+        days: processing days simulated (one day of arrivals each).
         warmup_days: first days run but not counted in totals.
-        events_per_day: original events per arrival batch.
+        events_per_day: original events arriving per day.
         late_fraction: share of events arriving one day late or more.
         lookback_days: the lookback window X.
         beyond_window_share: share of late events arriving ``lateness_window_days`` or more days late.
@@ -53,7 +53,7 @@ class Scenario:
         start_date: date of processing day 0.
         engine: duckdb or spark.
         strategies: which strategies run.
-        check: compare with the oracle at the end or after every day.
+        check: compare with the oracle at the end, after every day, or after every arrival batch.
         repeats: whole-run repeats (figures are medians).
         events_file: a user's events instead of the generator.
         impressions_file: a user's impressions beside ``events_file`` (without it, none).
@@ -64,6 +64,9 @@ class Scenario:
         merge_mode: ``write.merge.mode`` of the IPS targets: copy-on-write, or
             merge-on-read (a merge by key then writes position-delete files and
             the new rows; both engines).
+        batch_minutes: length of an arrival batch; it divides a day (1440: one batch a day).
+            IPS runs after every batch, the lookback after the day's last one.
+        lookback_every_batch: run the lookback after every batch too, not once a day.
     """
 
     preset: str = "small"
@@ -109,6 +112,8 @@ class Scenario:
     logic_change_day: int | None = None
     logic_change_from_day: int = 0
     new_view_seconds_cap: int = 10_800
+    batch_minutes: int = MINUTES_PER_DAY
+    lookback_every_batch: bool = False
 
     @property
     def accounts(self) -> int:
@@ -120,6 +125,18 @@ class Scenario:
         if self.events_file is not None:
             return 0
         return self.events_per_day if self.impressions_per_day is None else self.impressions_per_day
+
+    @property
+    def batches_per_day(self) -> int:
+        return MINUTES_PER_DAY // self.batch_minutes
+
+    @property
+    def maintenance_period_days(self) -> int:
+        """Days between maintenance runs (0: never): ``maintenance_every_days`` at one batch a day; at a
+        shorter cadence as many runs between two maintenances (snapshots grow with runs), at least a day."""
+        if self.maintenance_every_days == 0:
+            return 0
+        return max(1, self.maintenance_every_days // self.batches_per_day)
 
     @property
     def measured_days(self) -> int:
@@ -214,6 +231,11 @@ class Scenario:
             raise BadScenario("a strategy is listed twice")
         if self.merge_mode not in MERGE_MODES:
             raise BadScenario(f"merge mode must be one of {', '.join(MERGE_MODES)}, got {self.merge_mode!r}")
+        if not 1 <= self.batch_minutes <= MINUTES_PER_DAY or MINUTES_PER_DAY % self.batch_minutes:
+            raise BadScenario(
+                f"batch-minutes must divide a day ({MINUTES_PER_DAY} minutes: 15, 60, 240, ...), "
+                f"got {self.batch_minutes}"
+            )
         if self.check not in CHECKS:
             raise BadScenario(f"check must be one of {', '.join(CHECKS)}")
         if self.repopulate_day is not None and not (

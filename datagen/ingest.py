@@ -45,7 +45,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
 
-from datagen.model import SOURCE_ARROW_SCHEMA
+from datagen.model import MINUTES_PER_DAY, SOURCE_ARROW_SCHEMA, US_PER_DAY
 from pipelines.iceberg_io import conform, data_files
 from pipelines.pipeline import SOURCE_TABLE
 
@@ -358,6 +358,30 @@ def split_by_arrival(events: pa.Table) -> tuple[date, list[pa.Table]]:
     bounds = np.searchsorted(days[order], np.arange(first_day, last_day + 2))
     batches = [ordered.slice(a, b - a) for a, b in itertools.pairwise(bounds.tolist())]
     return date(1970, 1, 1) + timedelta(days=first_day), batches
+
+
+def split_day(batch: pa.Table, day_start: date, batch_minutes: int) -> list[pa.Table]:
+    """One arrival day's rows cut into ``1440 / batch_minutes`` batches by ``ingest_ts``.
+
+    Batch ``i`` holds the rows whose arrival falls in ``[i, i + 1)`` times
+    ``batch_minutes`` after ``day_start`` (midnight UTC), in their order within
+    the day; a whole day (1440 minutes) is the batch itself, untouched. Every
+    row must arrive on that day.
+    """
+    if batch_minutes <= 0 or MINUTES_PER_DAY % batch_minutes:
+        raise ValueError(f"batch_minutes must divide {MINUTES_PER_DAY}, got {batch_minutes}")
+    count = MINUTES_PER_DAY // batch_minutes
+    if count == 1:
+        return [batch]
+    midnight_us = (day_start - date(1970, 1, 1)).days * US_PER_DAY
+    offset = pc.cast(batch.column("ingest_ts"), pa.int64()).to_numpy(zero_copy_only=False) - midnight_us
+    if len(offset) and (offset.min() < 0 or offset.max() >= US_PER_DAY):
+        raise ValueError(f"a row of the batch of {day_start} arrives on another date")
+    slot = offset // (batch_minutes * 60_000_000)
+    order = np.argsort(slot, kind="stable")
+    ordered = batch.take(pa.array(order))
+    bounds = np.searchsorted(slot[order], np.arange(count + 1))
+    return [ordered.slice(a, b - a) for a, b in itertools.pairwise(bounds.tolist())]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 US_PER_DAY = 86_400_000_000
+# Minutes in an arrival day: an arrival batch's length must divide it.
+MINUTES_PER_DAY = 1_440
 VIEW_SECONDS_CAP = 14_400
 
 COUNTRIES = pa.array(
