@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from bench.contract import (
@@ -215,6 +216,53 @@ def restatement(df: pd.DataFrame, scenario: Scenario, verdicts: dict[str, Verdic
     return out
 
 
+def _fit(x: pd.Series, y: pd.Series) -> tuple[float, float] | None:
+    """Least-squares ``y = a + b x``: (a, b); None without two distinct x values."""
+    if x.nunique() < 2:
+        return None
+    slope, intercept = np.polyfit(x.astype(float), y.astype(float), 1)
+    return float(intercept), float(slope)
+
+
+def cadence(df: pd.DataFrame, scenario: Scenario) -> dict[str, Any]:
+    """What the schedule costs (first repeat, measured days): per strategy its runs and cost per simulated
+    day; for IPS the fixed cost of a run (the intercept of run CPU time against rows captured) and its
+    capture time against the source's history length (snapshots retained when it ran)."""
+    rows = df[~df.warmup & (df.repeat == df.repeat.min())] if "repeat" in df else df[~df.warmup]
+    days = max(int(rows.day.nunique()), 1)
+    stages = _stage_rows(rows)
+    out: dict[str, Any] = {"batch_minutes": scenario.batch_minutes, "measured_days": days, "per_strategy": {}}
+    for strategy in STRATEGIES:
+        mine = stages[stages.strategy == strategy]
+        if mine.empty:
+            continue
+        runs = mine.groupby("batch")[["wall_s", "cpu_s", "capture_s", "captured_rows"]].sum()
+        figures: dict[str, Any] = {
+            "runs_per_day": len(runs) / days,
+            "wall_s_per_day": float(runs.wall_s.sum()) / days,
+            "cpu_s_per_day": float(runs.cpu_s.sum()) / days,
+            "run_wall_s_median": float(runs.wall_s.median()),
+            "run_cpu_s_median": float(runs.cpu_s.median()),
+        }
+        if strategy == "ips":
+            first = mine[mine.stage == mine.stage.iloc[0]].set_index("batch").captured_rows
+            fit = _fit(first, runs.cpu_s)
+            figures["run_fixed_cpu_s"] = fit[0] if fit else None
+            figures["run_cpu_s_per_1k_captured_rows"] = 1_000 * fit[1] if fit else None
+            history = rows[rows.stage == "ingest"].set_index("batch").get("source_snapshots")
+            if history is not None:
+                joined = runs.join(history, how="inner")
+                fit = _fit(joined.source_snapshots, joined.capture_s)
+                figures["capture_s_vs_history"] = {
+                    "snapshots_min": int(joined.source_snapshots.min()),
+                    "snapshots_max": int(joined.source_snapshots.max()),
+                    "capture_s_median": float(joined.capture_s.median()),
+                    "capture_ms_per_100_snapshots": 1e5 * fit[1] if fit else None,
+                }
+        out["per_strategy"][strategy] = figures
+    return out
+
+
 def correctness(verdicts: dict[str, Verdict]) -> dict[str, VerdictRecord]:
     """The verdicts as summary.json records them; only the lookback's carry explanations."""
     return {s: cast(VerdictRecord, v.as_dict(s == "lookback")) for s, v in verdicts.items()}
@@ -247,6 +295,7 @@ def summarize(
         },
         "correctness": verdict_records,
         "restatement": restatement(df, scenario, verdict_records),
+        "cadence": cadence(df, scenario),
         "repeats": {
             "count": int(df.repeat.nunique()),
             "warm_repeats_in_totals": int(measured.repeat.nunique()),

@@ -317,6 +317,8 @@ def simulate(
                         "stage": "ingest",
                         **rec.row(),
                         "rows_written": batch.num_rows + shown.num_rows,
+                        # History length: what IPS's capture walks grows with it until expiry.
+                        "source_snapshots": len(catalog.load_table(SOURCE_TABLE).metadata.snapshots),
                     }
                 )
                 every_delete = scenario.privacy_delete_every_days

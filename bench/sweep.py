@@ -34,6 +34,7 @@ from bench.contract import (
     SWEEP_COLUMNS,
     SWEEP_CSV,
     SWEEP_FIGURES,
+    SWEEP_FRESHNESS_COLUMNS,
     SWEEP_RATIO_COLUMNS,
     SWEEP_RESULTS,
     SWEEP_SPLIT_COLUMNS,
@@ -173,6 +174,18 @@ def split_columns(summary: dict[str, Any], stage: str) -> dict[str, Any]:
     }
 
 
+def freshness_columns(summary: dict[str, Any], strategy: str, stage: str) -> dict[str, Any]:
+    """A row's freshness from summary.json (all events): its table's, or on the total row the last stage's."""
+    fresh = summary.get("freshness") or {}
+    table = fresh.get("last_stage") if stage == TOTAL_STAGE else stage
+    figures = fresh.get("per_strategy", {}).get(strategy, {}).get(table, {}).get("all", {})
+    return {
+        "freshness_p50_s": figures.get("p50_s"),
+        "freshness_p95_s": figures.get("p95_s"),
+        "freshness_never": figures.get("never"),
+    }
+
+
 def _peak_rss(summary: dict[str, Any], strategy: str) -> int | None:
     """Per-strategy peak RSS when the summary has one, else the run's."""
     per_strategy = summary.get("totals", {}).get(strategy, {}).get("peak_rss_bytes")
@@ -195,6 +208,7 @@ def point_rows(point: Point, df: pd.DataFrame, summary: dict[str, Any], passed: 
         for k, col in zip(RATIO_KEYS, SWEEP_RATIO_COLUMNS, strict=True):
             row[col] = fig[k] / lookback[k] if strategy == "ips" and lookback and lookback[k] else None
         row.update(_verdict_row(summary, strategy, stage))
+        row.update(freshness_columns(summary, strategy, stage))
         if strategy == "ips":
             row.update(split_columns(summary, stage))
         if row.get("peak_rss_bytes") is None:
@@ -227,7 +241,14 @@ def _point_base(point: Point, measured_days: int, passed: bool) -> dict[str, Any
 def sweep_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows in the contract's column order; failed points leave figures empty (null)."""
     df = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
-    numeric = (*SWEEP_FIGURES, *SWEEP_SPREAD_COLUMNS, *SWEEP_RATIO_COLUMNS, *SWEEP_SPLIT_COLUMNS, "peak_rss_bytes")
+    numeric = (
+        *SWEEP_FIGURES,
+        *SWEEP_SPREAD_COLUMNS,
+        *SWEEP_RATIO_COLUMNS,
+        *SWEEP_SPLIT_COLUMNS,
+        *SWEEP_FRESHNESS_COLUMNS,
+        "peak_rss_bytes",
+    )
     for col in (*numeric, "mismatched_rows", "unexplained_mismatched_rows", "late_events_beyond_window"):
         df[col] = pd.to_numeric(df[col])
     for col in ("equal_to_oracle", "passed"):
