@@ -24,7 +24,7 @@ from bench.contract import (
     pipeline_stages,
     warm,
 )
-from reports import floor, growth, netflix, restatement
+from reports import floor, freshness, growth, netflix, restatement
 from reports.style import STRATEGY_COLORS, mib, plural
 
 
@@ -48,7 +48,9 @@ def plot_cost_per_day(df: pd.DataFrame, out: Path) -> str:
     stages = pipeline_stages(data.stage)
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), sharex=True, squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
-        by_day = data[data.stage == stage].groupby(["strategy", "day"]).wall_s
+        # A day's runs (one per arrival batch at a sub-daily cadence) summed per repeat first.
+        per_repeat = data[data.stage == stage].groupby(["strategy", "day", "repeat"]).wall_s.sum()
+        by_day = per_repeat.groupby(["strategy", "day"])
         median, low, high = (by_day.median().unstack(0), by_day.min().unstack(0), by_day.max().unstack(0))
         for strategy in median.columns:
             color = STRATEGY_COLORS[strategy]
@@ -268,7 +270,7 @@ def render(out: Path) -> Path:
     if repeats > 1:
         lines += _spread_lines(df)
     lines += _memory_lines(summary) + _correctness_lines(summary) + restatement.section(summary)
-    lines += growth.section(summary) + netflix.section(summary)
+    lines += freshness.section(summary) + growth.section(summary) + netflix.section(summary)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path = out / REPORT_MD
     path.write_text("\n".join(lines))

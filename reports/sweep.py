@@ -22,6 +22,7 @@ import pandas as pd
 from bench.contract import STRATEGIES, SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE, pct, pipeline_stages
 from reports.crossover import crossings, describe, use_log_scale
 from reports.floor import times
+from reports.freshness import duration
 from reports.render import machine_lines
 from reports.style import LINESTYLES, STRATEGY_COLORS, count, mib, plural, stage_colors
 
@@ -37,12 +38,15 @@ AXIS_LABELS = {
     "days": "processing days",
     "warmup_days": "warm-up days",
     "seed": "seed",
+    "batch_minutes": "arrival batch length (minutes)",
 }
 COST_QUESTIONS = {
     "lookback_days": "Does cost grow with the lookback window? (the lookback should, IPS should not)",
     "events_per_day": "How does cost grow with scale?",
     "max_lateness_days": "How does cost grow with how far back late data reaches?",
+    "batch_minutes": "How does cost grow as batches get shorter (IPS runs after every batch)?",
 }
+FRESHNESS_QUESTION = "Which schedule? Freshness (p95) against cost per simulated day"
 ACCURACY_VARIABLES = ("lookback_days", "beyond_window_share")
 # Values that name a case rather than measure an amount: evenly spaced on the axis, one tick each.
 CATEGORICAL_VARIABLES = ("seed",)
@@ -178,6 +182,53 @@ def plot_cost_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], out: 
     fig.suptitle(COST_QUESTIONS.get(var, f"How does cost change with {var}?"), fontsize=10)
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
     return _save(fig, out, f"cost_vs_{var}.png", layout=False)
+
+
+def _cadence_lines(df: pd.DataFrame) -> list[str]:
+    """Per batch length and strategy: cost per simulated day and the last stage's freshness; where IPS's
+    daily cost passes the lookback's."""
+    total = df[df.stage == TOTAL_STAGE].sort_values(["batch_minutes", "strategy"], ascending=[False, True])
+    lines = [
+        "## Cadence: cost per simulated day and freshness",
+        "",
+        "| batch minutes | strategy | CPU s / day | wall s / day | last stage freshness p50 | p95 | never |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in total.iterrows():
+        days = float(r.measured_days)
+        lines.append(
+            f"| {r.batch_minutes} | {r.strategy} | {r.cpu_s / days:.2f} | {r.wall_s / days:.2f} | "
+            f"{duration(r.freshness_p50_s)} | {duration(r.freshness_p95_s)} | {count(r.freshness_never)} |"
+        )
+    cpu = {(r.strategy, r.batch_minutes): r.cpu_s / float(r.measured_days) for _, r in total.iterrows()}
+    daily = cpu.get(("lookback", 1_440))
+    if daily is not None:
+        dearer = sorted(m for (s, m), v in cpu.items() if s == "ips" and v > daily)
+        where = ", ".join(f"{m}" for m in dearer) + " minutes" if dearer else "none of the lengths measured"
+        lines += ["", f"IPS's CPU time per simulated day exceeds the daily lookback's ({daily:.2f} s) at: {where}."]
+    return [*lines, ""]
+
+
+def plot_freshness_vs_cost(df: pd.DataFrame, out: Path) -> str:
+    """The frontier a schedule is picked from: each point's CPU s per simulated day against the p95
+    freshness of the last stage, one curve per strategy, each point labelled with its batch length."""
+    total = df[(df.stage == TOTAL_STAGE) & df.freshness_p95_s.notna()]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for strategy, part in total.groupby("strategy", sort=False):
+        part = part.sort_values("batch_minutes")
+        hours = part.freshness_p95_s.astype(float) / 3_600
+        per_day = part.cpu_s.astype(float) / part.measured_days.astype(float)
+        color = STRATEGY_COLORS[str(strategy)]
+        ax.plot(hours, per_day, marker="o", color=color, label=str(strategy))
+        for x, y, minutes in zip(hours, per_day, part.batch_minutes, strict=True):
+            ax.annotate(f"{minutes} min", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel("freshness p95 of the last stage (hours from arrival, log scale; left is fresher)")
+    ax.set_ylabel("CPU s per simulated day (pipeline stages)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(FRESHNESS_QUESTION, fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out, "freshness_vs_cost.png")
 
 
 def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], out: Path) -> str:
@@ -389,6 +440,9 @@ def render_sweep(out: Path) -> Path:
                     plot_accuracy_vs(measured, var, varied, out),
                 )
             )
+    if "batch_minutes" in multi and measured.freshness_p95_s.notna().any():
+        lines += _cadence_lines(measured)
+        plots.append((FRESHNESS_QUESTION, plot_freshness_vs_cost(measured, out)))
     if plots:
         lines += ["## Plots", ""]
         for question, name in plots:

@@ -18,6 +18,7 @@ from bench.freshness import (
     stats,
     strategy_freshness,
 )
+from reports.freshness import duration, section
 
 HOUR = 3_600.0
 DAY = 86_400.0
@@ -124,3 +125,25 @@ def test_an_event_counts_once_from_its_first_arrival_after_the_warm_up() -> None
 def test_runs_out_of_order_are_refused() -> None:
     with pytest.raises(ValueError, match="follow one another"):
         first_runs([Run(1, 0, ()), Run(1, 0, ())], HOUR, Arrivals(np.array([0.0]), np.array([0])), None)
+
+
+def test_durations_read_in_seconds_minutes_or_hours() -> None:
+    assert [duration(s) for s in (None, 59.6, 600.0, 3 * HOUR)] == ["–", "60 s", "10 min", "3.0 h"]
+
+
+def test_the_report_section_shows_every_table_and_the_late_correction() -> None:
+    tables = strategy_freshness(lookback_runs(), DAY, {"src": lookback_events()}, {"a": ("src",)}, 2)
+    summary = {
+        "freshness": {
+            "batch_minutes": 1440,
+            "events_from_day": 0,
+            "per_strategy": {"lookback": tables},
+            "last_stage": "a",
+            "late_to_last_stage": {"lookback": tables["a"]["late"]},
+        }
+    }
+    text = "\n".join(section(summary))
+    # The late event seen: 1 day + 60 s = 24.0 h; one of the two late events never included.
+    assert "| lookback | a |" in text and "1 of 2 |" in text
+    assert "reaches `a` after 24.0 h (median)" in text
+    assert section({"freshness": None}) == []
