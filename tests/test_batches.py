@@ -15,12 +15,13 @@ import pyarrow.compute as pc
 import pytest
 
 from bench.cli import main
-from bench.runner import _runs_now, simulate
+from bench.runner import Batches, _runs_now, simulate
 from bench.scenario import SCENARIO_FILE, Scenario, from_preset
-from datagen.ingest import split_day
+from datagen.ingest import EventsFile, split_day
 from datagen.model import arrival_batch
 from pipelines.catalog import open_catalog
 from pipelines.pipeline import PIPELINE, SOURCE_TABLE
+from tests.events import Event, at, batch
 from tests.test_cli import bad
 from tests.test_kill import REPO, assert_nothing_lost_or_duplicated
 
@@ -170,3 +171,15 @@ def test_killed_batch_runs_resume_to_the_oracle(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert_nothing_lost_or_duplicated(wh)
     assert killed > 0
+
+
+def test_an_events_file_is_cut_the_same_way() -> None:
+    events = [
+        Event(f"e{i}", 1, 7, "US", "tv", at(day, 0), 60, at(day, hour))
+        for i, (day, hour) in enumerate([(0, 1), (0, 7), (0, 23), (1, 5), (1, 6), (1, 12)])
+    ]
+    scenario = from_preset("tiny", batch_minutes=360)
+    batches = Batches(scenario, EventsFile.of(batch(events)))
+    ids = [batches.batch(b)[0].column("event_id").to_pylist() for b in range(batches.count)]
+    # Six-hour batches: 00-06, 06-12, 12-18, 18-24 on each of the file's two arrival dates.
+    assert ids == [["e0"], ["e1"], [], ["e2"], ["e3"], ["e4"], ["e5"], []]
