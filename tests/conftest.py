@@ -28,6 +28,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # as the engine starts it (pipelines.spark_engine.SparkEngine).
 SPARK_MASTER = "local[*]"
 
+# Every JVM the tests start, in this process or a child (a CLI subprocess, the standalone
+# cluster's master, worker and executors), reads Spark's configuration directory: there,
+# JVM options for short-lived JVMs (C1 only, serial GC). The project's own settings
+# (pipelines.spark_session) are unchanged and still apply. A SPARK_CONF_DIR set by hand
+# wins (SPARK_CONF_DIR=/nowhere runs the tests on the JVMs' defaults).
+os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"))
+
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Iterator[SqlCatalog]:
