@@ -311,7 +311,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         batch, shown = batches.batch(index)
         if per_day > 1:
             print(f"batch {index} (day {index // per_day}, from minute {index % per_day * scenario.batch_minutes}):")
-        if scenario.events_file is not None and events is not None and events.impressions is None:
+        if events is not None and events.impressions is None:
             print("impressions: none (initialized without --impressions)")
         else:
             _ingested("impressions", shown, ingest_arrival(catalog, shown, table_name=IMPRESSIONS_TABLE))
@@ -363,13 +363,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
-    if args.batch is not None:
-        count = scenario.days * scenario.batches_per_day
-        if not 0 <= args.batch < count:
-            raise BadInput(f"--batch must be in [0, {count - 1}] for this warehouse, got {args.batch}")
-        args.day = args.batch // scenario.batches_per_day
-    if not 0 <= args.day < scenario.days:
-        raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
+    count = scenario.days * scenario.batches_per_day
+    if args.batch is not None and not 0 <= args.batch < count:
+        raise BadInput(f"--batch must be in [0, {count - 1}] for this warehouse, got {args.batch}")
+    day = args.day if args.batch is None else args.batch // scenario.batches_per_day
+    if not 0 <= day < scenario.days:
+        raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {day}")
     engine_name = args.engine or scenario.engine
     if engine_name not in ENGINES:
         raise BadInput(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINES)}")
@@ -377,7 +376,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         _check_spark()
     if args.lock_timeout < 0:
         raise BadInput(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
-    processing_date = scenario.start_date + timedelta(days=args.day)
+    processing_date = scenario.start_date + timedelta(days=day)
     # One process of a strategy per warehouse: a second would capture the same snapshots
     # and race the first on the watermarks and target tables.
     lock = f"process --strategy {args.strategy}"
@@ -387,14 +386,14 @@ def cmd_process(args: argparse.Namespace) -> int:
         try:
             ctx = StageContext(catalog, engine, processing_date=processing_date)
             # The logic in force that day (a scenario's logic change takes effect on its day).
-            in_force = pipeline_on(scenario, scenario.start_date, args.day)
+            in_force = pipeline_on(scenario, scenario.start_date, day)
             for stage in in_force:
                 run_strategy_stage(ctx, args.strategy, stage.name, processing_date, scenario, pipeline=in_force)
         finally:
             engine.close()
     finally:
         release(catalog.engine, lock, token)
-    print(f"processed day {args.day} ({processing_date}) with {args.strategy} on {engine_name}")
+    print(f"processed day {day} ({processing_date}) with {args.strategy} on {engine_name}")
     return EXIT_OK
 
 

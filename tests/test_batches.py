@@ -119,6 +119,8 @@ def test_ingest_batch_out_of_range_writes_nothing(tmp_path: Path, capsys: pytest
     assert main(["init", "--warehouse", str(wh), *SMALL, "--days", "2", "--batch-minutes", "240"]) == 0
     for b in ("12", "-1"):
         assert "--batch must be in [0, 11]" in bad(["ingest", "--warehouse", str(wh), "--batch", b], capsys)
+        process = ["process", "--warehouse", str(wh), "--strategy", "ips", "--batch", b]
+        assert "--batch must be in [0, 11]" in bad(process, capsys)
     assert source_rows(wh) == []
 
 
