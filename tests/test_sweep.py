@@ -20,6 +20,9 @@ from pipelines.iceberg_io import live_files
 from pipelines.pipeline import STAGES
 
 TINY = ["--preset", "tiny", "--days", "6", "--warmup-days", "2", "--quiet"]
+# Where only the sweep's bookkeeping is tested (which warehouses are dropped), not what
+# the points measure: three days, late rows merged from day 1 on.
+SHORT = ["--preset", "tiny", "--days", "3", "--warmup-days", "1", "--quiet"]
 VARY = ["--vary", "late-fraction=0.02,0.2", "--vary", "lookback_days=5"]
 POINTS = ("late_fraction=0.02,lookback_days=5", "late_fraction=0.2,lookback_days=5")
 
@@ -83,7 +86,7 @@ def test_each_points_warehouse_stays_inside_its_directory(tiny_sweep: tuple[Path
 def test_drop_warehouses_keeps_results_and_deletes_passed_points_warehouses(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     with contextlib.redirect_stderr(io.StringIO()):
-        code = main(["sweep", "--out", str(out), *TINY, "--vary", "seed=1,2", "--drop-warehouses"])
+        code = main(["sweep", "--out", str(out), *SHORT, "--vary", "seed=1,2", "--drop-warehouses"])
     assert code == 0 and validate(out) == []
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert [p.get("warehouse_dropped") for p in summary["points"]] == [True, True]
@@ -107,7 +110,7 @@ def test_drop_warehouses_keeps_a_failing_points_warehouse(tmp_path: Path, monkey
     monkeypatch.setattr("bench.execute.run_scenario", verdict_failed)
     out = tmp_path / "sweep"
     with contextlib.redirect_stderr(io.StringIO()):
-        code = main(["sweep", "--out", str(out), *TINY, "--vary", "seed=1", "--drop-warehouses"])
+        code = main(["sweep", "--out", str(out), *SHORT, "--vary", "seed=1", "--drop-warehouses"])
     assert code == 1
     assert (out / "points" / "seed=1" / "warehouse" / "catalog.db").is_file()
     assert "warehouse_dropped" not in json.loads((out / "sweep_summary.json").read_text())["points"][0]
