@@ -220,6 +220,18 @@ def exact_file(path: str) -> str:
     return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
 
 
+def _read(paths: Sequence[str], numbered: bool = False) -> str:
+    """``read_parquet`` of exactly ``paths``; ``numbered``: with each row's ``filename`` and ``file_row_number``.
+
+    Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
+    DuckDB must not turn them into extra hive-partition columns. Every row also has
+    DuckDB's ``file_index``, the position of its file in ``paths``.
+    """
+    listing = ", ".join(_quote(exact_file(p)) for p in paths)
+    extra = ", filename = true, file_row_number = true" if numbered else ""
+    return f"read_parquet([{listing}], hive_partitioning = false{extra})"
+
+
 class DuckDBEngine:
     """Runs the stage SQL in an in-process DuckDB with the session in UTC; writes through pyiceberg.
 
@@ -282,66 +294,67 @@ class DuckDBEngine:
         self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files)}) AS s{clause}')
         self._kinds[name] = "VIEW"
 
-    def bind_positions(self, name: str, files: FileSet, schema: pa.Schema, where: str = "") -> None:
-        """Like ``bind_files``, each live row with its data file's Iceberg path and row position.
+    def replaced_positions(self, files: FileSet, source: str, keys: Sequence[str], where: str) -> pa.Table:
+        """``file_path`` and ``pos`` of the live rows of ``files`` matching ``where`` whose key ``source`` holds.
 
-        The columns ``__file`` and ``__pos`` name the row as a position delete would.
+        The rows a merge by key replaces, named as position deletes name them.
+        The key semi join runs first, on the bare scan (with a one-column
+        pre-filter per non-date key column: DuckDB pushes a join filter into a
+        scan for one equality only), so only the matched rows carry a file and
+        a row number; files are numbered by DuckDB's ``file_index`` (the
+        position in the list read) instead of joined by path, and the deletes
+        already applied are named by the same numbers.
         """
-        self._drop(name)
+        empty = pa.table({"file_path": pa.array([], pa.string()), "pos": pa.array([], pa.int64())})
         if not files.paths:
-            empty = schema.append(pa.field("__file", pa.string())).append(pa.field("__pos", pa.int64()))
-            self.bind_arrow(name, empty.empty_table())
-            return
-        clause = f" WHERE {where}" if where else ""
-        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files, True)}) AS s{clause}')
-        self._kinds[name] = "VIEW"
+            return empty
+        on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
+        narrow = "".join(f' AND o."{k}" IN (SELECT "{k}" FROM {source})' for k in keys if k != "event_date")
+        self.materialize(
+            "replaced_candidates",
+            f"SELECT o.file_index AS fi, o.file_row_number AS pos FROM {_read(files.paths)} o "
+            f"WHERE ({where}){narrow} AND EXISTS (SELECT 1 FROM {source} n WHERE {on})",
+        )
+        live = ""
+        if files.delete_paths:
+            self.bind_arrow(
+                "replaced_files",
+                pa.table({"f": [_local(p) for p in files.paths], "fi": pa.array(range(len(files.paths)), pa.int64())}),
+            )
+            self.materialize(
+                "replaced_deleted",
+                f"SELECT i.fi, d.pos FROM {_read(files.delete_paths)} d "
+                f"JOIN replaced_files i ON i.f = {_LOCAL_PATH.format('d.file_path')}",
+            )
+            live = " WHERE NOT EXISTS (SELECT 1 FROM replaced_deleted x WHERE x.fi = c.fi AND x.pos = c.pos)"
+        found = self.query(f"SELECT c.fi, c.pos FROM replaced_candidates c{live} ORDER BY c.fi, c.pos")
+        if found.num_rows == 0:
+            return empty
+        paths = pa.array(files.paths, pa.string()).take(found.column("fi"))
+        return pa.table({"file_path": paths, "pos": found.column("pos")})
 
-    def _scan(self, name: str, files: FileSet, positions: bool = False) -> str:
+    def _scan(self, name: str, files: FileSet) -> str:
         """SQL reading the live rows of ``files``: an anti join on (file, position) with their deletes.
 
         Only data files that a delete names are read with their file name and row
         numbers; the others are read as they are. DuckDB reports a file by its
         path without a ``file:`` scheme: the join compares paths so normalized.
-        With ``positions``, every row carries ``__file`` (the Iceberg path) and ``__pos``.
         """
-
-        def read(paths: Sequence[str], numbered: bool) -> str:
-            listing = ", ".join(_quote(exact_file(p)) for p in paths)
-            # Iceberg paths hold "name=value" folders (partitions; a user's own folders too):
-            # DuckDB must not turn them into extra hive-partition columns.
-            extra = ", filename = true, file_row_number = true" if numbered else ""
-            return f"read_parquet([{listing}], hive_partitioning = false{extra})"
-
         deleted: set[str] = set()
         deletes = f"{name}__deletes"
         if files.delete_paths:
             self.materialize(
-                deletes,
-                f"SELECT {_LOCAL_PATH.format('file_path')} AS f, pos FROM {read(files.delete_paths, False)}",
+                deletes, f"SELECT {_LOCAL_PATH.format('file_path')} AS f, pos FROM {_read(files.delete_paths)}"
             )
             deleted = {str(r[0]) for r in self.con.execute(f'SELECT DISTINCT f FROM "{deletes}"').fetchall()}
-        hit = [p for p in files.paths if _local(p) in deleted]
-        if positions:
-            self.bind_arrow(
-                f"{name}__paths", pa.table({"f": [_local(p) for p in files.paths], "iceberg": list(files.paths)})
-            )
-            numbered = read(files.paths, True)
-            live = (
-                f' WHERE NOT EXISTS (SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
-                if hit
-                else ""
-            )
-            return (
-                f"SELECT d.* EXCLUDE (filename, file_row_number), p.iceberg AS __file, d.file_row_number AS __pos "
-                f'FROM {numbered} d JOIN "{name}__paths" p ON p.f = d.filename{live}'
-            )
         parts = []
         rest = [p for p in files.paths if _local(p) not in deleted]
+        hit = [p for p in files.paths if _local(p) in deleted]
         if rest:
-            parts.append(f"SELECT * FROM {read(rest, False)}")
+            parts.append(f"SELECT * FROM {_read(rest)}")
         if hit:
             parts.append(
-                f"SELECT d.* EXCLUDE (filename, file_row_number) FROM {read(hit, True)} d WHERE NOT EXISTS "
+                f"SELECT d.* EXCLUDE (filename, file_row_number) FROM {_read(hit, True)} d WHERE NOT EXISTS "
                 f'(SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
             )
         return " UNION ALL BY NAME ".join(parts)
@@ -494,10 +507,10 @@ class DuckDBEngine:
         recorder: Recorder,
         fault: FaultHook,
     ) -> None:
-        on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
         if merge_on_read(target):
-            self._merge_on_read(target, sql, on, dates, old, recorder, fault)
+            self._merge_on_read(target, sql, keys, dates, old, recorder, fault)
             return
+        on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
         with recorder.phase("transform"):
             new_rows = self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
@@ -519,7 +532,7 @@ class DuckDBEngine:
         self,
         target: Table,
         sql: str,
-        on: str,
+        keys: Sequence[str],
         dates: Sequence[date],
         old: FileSet,
         recorder: Recorder,
@@ -532,12 +545,10 @@ class DuckDBEngine:
         """
         with recorder.phase("transform"):
             self.materialize("merge_source", sql)
-            self.bind_positions("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
-            replaced = self.query(
-                f"SELECT o.__file AS file_path, o.__pos AS pos FROM merge_target o "
-                f"WHERE EXISTS (SELECT 1 FROM merge_source n WHERE {on})"
-            )
             new_rows = self.query("SELECT * FROM merge_source ORDER BY event_date")
+        with recorder.phase("probe"):
+            # The live rows the new ones replace: their files and row positions.
+            replaced = self.replaced_positions(old, "merge_source", keys, in_dates("event_date", dates))
         fault("before_write")
         with recorder.phase("write"):
             if replaced.num_rows == 0 and new_rows.num_rows == 0:
