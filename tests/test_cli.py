@@ -19,7 +19,11 @@ from bench.validate import validate
 from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch
 
-TINY = ["--preset", "tiny", "--days", "10", "--warmup-days", "3", "--quiet"]
+# Seven days, two of them warm-up: late rows merge into earlier dates from day 1 on,
+# events arriving beyond the lookback's window come from day 0 on (tiny draws lateness
+# up to 15 days, dated before the first day too), and maintenance (every 7 days) runs
+# once, on the last day.
+TINY = ["--preset", "tiny", "--days", "7", "--warmup-days", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,8 @@ def test_tiny_run_follows_the_contract(tiny_run: tuple[Path, int, str]) -> None:
     assert code == 0, output
     assert validate(out) == []
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["measured_days"] == 7
-    assert summary["scenario"]["days"] == 10 and summary["scenario"]["lookback_days"] == 5
+    assert summary["measured_days"] == 5
+    assert summary["scenario"]["days"] == 7 and summary["scenario"]["lookback_days"] == 5
     ips, lookback = summary["correctness"]["ips"], summary["correctness"]["lookback"]
     assert ips["equal_to_oracle"] and ips["mismatched_rows"] == 0
     # Beyond-window late events exist in tiny, so the lookback is wrong, but explainably so.
@@ -67,7 +71,7 @@ def test_results_rows_carry_measured_figures(tiny_run: tuple[Path, int, str]) ->
 
     df = pd.read_parquet(tiny_run[0] / "results.parquet")
     stages = df[df.strategy.isin(["lookback", "ips"]) & df.stage.isin(STAGES)]
-    assert len(stages) == 10 * 2 * len(STAGES)
+    assert len(stages) == 7 * 2 * len(STAGES)
     # Maintenance is timed apart: IPS's own compaction is charged to IPS.
     assert set(df[df.stage == "compaction"].strategy) == {"shared", "ips"}
     lookback = stages[stages.strategy == "lookback"]
@@ -212,7 +216,8 @@ def test_users_events_file_runs_one_day_per_ingest_date(tmp_path: Path) -> None:
 def test_privacy_deletes_upstream(tmp_path: Path) -> None:
     """A non-append upstream change: IPS recomputes what it touched; the lookback's misses are explained."""
     out = tmp_path / "out"
-    code = main(["run", "--out", str(out), *TINY, "--privacy-delete-every-days", "3", "--privacy-delete-accounts", "2"])
+    # Deletes on days 1, 3 and 5: the last reaches dates beyond the lookback's window.
+    code = main(["run", "--out", str(out), *TINY, "--privacy-delete-every-days", "2", "--privacy-delete-accounts", "2"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["correctness"]["ips"]["equal_to_oracle"]
