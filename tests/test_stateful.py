@@ -56,11 +56,16 @@ SHM = Path("/dev/shm")
 FAST_TMP = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 
 # The ci profile asks few examples of each test; this one carries the suite's
-# share of model-based examples (100 in CI, 800 in the dev profile).
+# share of model-based examples (80 in CI, 800 in the dev profile). The ci profile is
+# derandomized: CI runs the same examples every time. Its first 80 reach every event
+# its first 100 did (--hypothesis-show-statistics, hypothesis 6.170): crashes of
+# all three workflows (merge at before_write, after_write, during_commit; filter at
+# after_capture, during_commit; range at before_write), both merge modes, expiries that
+# expire, a source compaction that rewrites, account deletes, re-sends days later.
 _PROFILE = settings()
-# A hundred examples of 8 steps: the long property run, in `make test` only.
+# Eighty examples of 8 steps: the long property run, in `make test` only.
 pytestmark = pytest.mark.slow
-EXAMPLES = max(100, 4 * _PROFILE.max_examples)
+EXAMPLES = max(80, 4 * _PROFILE.max_examples)
 STEPS = 16 if settings.get_current_profile_name() == "dev" else 8
 
 
