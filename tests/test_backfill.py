@@ -336,8 +336,10 @@ def restatement_of(out: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_run_with_repopulation(tmp_path: Path) -> None:
     """A run: IPS carries the repopulation by itself; the lookback's window does not, its user's backfills do."""
-    common = ["--preset", "tiny", "--days", "8", "--warmup-days", "2", "--quiet"]
-    repop = ["--repopulate-day", "6", "--repopulate-from-day", "0", "--repopulate-to-day", "1"]
+    # A two-day window: on day 4 it holds dates 3..4, so the repopulated dates 0..1 lie
+    # beyond it, two days after them instead of five (tiny's own window).
+    common = ["--preset", "tiny", "--days", "5", "--warmup-days", "1", "--lookback-days", "2", "--quiet"]
+    repop = ["--repopulate-day", "4", "--repopulate-from-day", "0", "--repopulate-to-day", "1"]
     assert main(["run", "--out", str(tmp_path / "none"), *common, *repop]) == 0
     assert main(["run", "--out", str(tmp_path / "manual"), *common, *repop, "--lookback-backfill", "manual"]) == 0
     none, manual = restatement_of(tmp_path / "none"), restatement_of(tmp_path / "manual")
@@ -429,11 +431,10 @@ def test_logic_change_ips_one_restatement_lookback_one_per_stage(warehouse: tupl
 def test_run_with_logic_change(tmp_path: Path) -> None:
     """A run: IPS restates history under the new logic with one backfill; the lookback's user needs one per stage."""
     out = tmp_path / "run"
-    change = ["--logic-change-day", "6", "--logic-change-from-day", "0", "--lookback-backfill", "manual"]
-    assert (
-        main(["run", "--out", str(out), "--preset", "tiny", "--days", "8", "--warmup-days", "2", "--quiet", *change])
-        == 0
-    )
+    # As in the repopulation run: the change on day 4 reaches back to dates 0..2, beyond a two-day window.
+    change = ["--logic-change-day", "4", "--logic-change-from-day", "0", "--lookback-backfill", "manual"]
+    days = ["--days", "5", "--warmup-days", "1", "--lookback-days", "2"]
+    assert main(["run", "--out", str(out), "--preset", "tiny", *days, "--quiet", *change]) == 0
     r = restatement_of(out)
     assert r["kind"] == "logic change"
     ips, lb = r["per_strategy"]["ips"], r["per_strategy"]["lookback"]
