@@ -61,6 +61,18 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return ev, im
 
 
+# Where a whole run or sweep goes over a file, a shorter one: its first 3 arrival dates.
+SHORT_FILE_DAYS = 3
+
+
+@pytest.fixture
+def short_file(tmp_path: Path) -> Path:
+    """An events file arriving on SHORT_FILE_DAYS dates from 2026-01-01, late and re-sent events included."""
+    path = tmp_path / "short_events.parquet"
+    pq.write_table(pa.concat_tables([arrival_batch(MODEL, d) for d in range(SHORT_FILE_DAYS)]), path)
+    return path
+
+
 def sorted_rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.sort_by([(c, "ascending") for c in table.column_names]).to_pylist()
 
@@ -225,25 +237,25 @@ def test_warmup_days_with_an_events_file_is_kept_when_given(tmp_path: Path, file
 
 
 @pytest.mark.slow
-def test_run_over_an_events_file_measures_every_day_by_default(tmp_path: Path, files: tuple[Path, Path]) -> None:
+def test_run_over_an_events_file_measures_every_day_by_default(tmp_path: Path, short_file: Path) -> None:
     """The default preset's 14 warm-up days would have left 1 of the file's days measured, silently."""
     out = tmp_path / "out"
-    assert main(["run", "--out", str(out), "--events", str(files[0]), "--lookback-days", "2", "--quiet"]) == 0
+    assert main(["run", "--out", str(out), "--events", str(short_file), "--lookback-days", "2", "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["scenario"]["days"], summary["scenario"]["warmup_days"]) == (FILE_DAYS, 0)
-    assert summary["measured_days"] == FILE_DAYS
+    assert (summary["scenario"]["days"], summary["scenario"]["warmup_days"]) == (SHORT_FILE_DAYS, 0)
+    assert summary["measured_days"] == SHORT_FILE_DAYS
 
 
 @pytest.mark.slow
-def test_sweep_over_an_events_file_runs_every_point_on_the_file_days(tmp_path: Path, files: tuple[Path, Path]) -> None:
+def test_sweep_over_an_events_file_runs_every_point_on_the_file_days(tmp_path: Path, short_file: Path) -> None:
     out = tmp_path / "out"
-    args = ["sweep", "--out", str(out), "--vary", "lookback_days=2,4", "--events", str(files[0])]
+    args = ["sweep", "--out", str(out), "--vary", "lookback_days=2,4", "--events", str(short_file)]
     assert main([*args, "--warmup-days", "1", "--quiet"]) == 0
     for point in ("lookback_days=2", "lookback_days=4"):
         summary = json.loads((out / "points" / point / "summary.json").read_text())
-        assert (summary["scenario"]["start_date"], summary["scenario"]["days"]) == ("2026-01-01", FILE_DAYS)
-        assert summary["scenario"]["warmup_days"] == 1 and summary["measured_days"] == FILE_DAYS - 1
-        assert summary["events_file"]["rows"] == pq.read_metadata(files[0]).num_rows
+        assert (summary["scenario"]["start_date"], summary["scenario"]["days"]) == ("2026-01-01", SHORT_FILE_DAYS)
+        assert summary["scenario"]["warmup_days"] == 1 and summary["measured_days"] == SHORT_FILE_DAYS - 1
+        assert summary["events_file"]["rows"] == pq.read_metadata(short_file).num_rows
         assert summary["correctness"]["ips"]["equal_to_oracle"]
 
 
