@@ -22,9 +22,13 @@ from tests.events import impressions_of
 pytestmark = pytest.mark.slow
 
 
+# Three arrival dates: late rows reach earlier dates from the second on.
+FILE_DAYS = 3
+
+
 def _files(tmp_path: Path) -> tuple[Path, Path, pa.Table]:
     model = from_preset("tiny").event_model()
-    events = pa.concat_tables(arrival_batch(model, day) for day in range(6))
+    events = pa.concat_tables(arrival_batch(model, day) for day in range(FILE_DAYS))
     shown = impressions_of(events)
     pq.write_table(events, tmp_path / "events.parquet")
     pq.write_table(shown, tmp_path / "impressions.parquet")
