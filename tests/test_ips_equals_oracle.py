@@ -3,6 +3,7 @@ and after a crash at any boundary between capture and commit."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,21 +98,39 @@ def days_for_faults() -> list[list[Event]]:
     return [day0, day1, day2]
 
 
+@pytest.fixture(scope="module")
+def day1_arrived(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Day 0 processed by IPS and day 1's batch ingested, the start of every crash case.
+
+    Built once per module and kept as files; each case gets it back at the same path
+    (Iceberg metadata and the catalog hold absolute paths). Returns (path, kept copy).
+    """
+    from datagen.ingest import ingest_batch
+
+    root = tmp_path_factory.mktemp("crash")
+    catalog = fresh(root / "warehouse")
+    days = days_for_faults()
+    run_ips_day(catalog, batch(days[0]))
+    ingest_batch(catalog, batch(days[1]))
+    catalog.engine.dispose()
+    shutil.copytree(root / "warehouse", root / "kept")
+    return root / "warehouse", root / "kept"
+
+
 @pytest.mark.parametrize(
     ("stage", "point"),
     covered([(s, p) for s in STAGES for p in ("after_capture", "before_write", "after_write", "during_commit")]),
 )
-def test_crash_between_capture_and_commit_then_rerun(tmp_path: Path, stage: str, point: str) -> None:
+def test_crash_between_capture_and_commit_then_rerun(day1_arrived: tuple[Path, Path], stage: str, point: str) -> None:
     from pipelines.context import StageContext
     from pipelines.engine import DuckDBEngine
     from pipelines.ips import workflow
 
-    catalog = fresh(tmp_path)
+    path, kept = day1_arrived
+    shutil.rmtree(path)
+    shutil.copytree(kept, path)
+    catalog = open_catalog(path)
     days = days_for_faults()
-    run_ips_day(catalog, batch(days[0]))
-    from datagen.ingest import ingest_batch
-
-    ingest_batch(catalog, batch(days[1]))
     seen: list[str] = []
     engine = DuckDBEngine()
     for s in STAGES:
@@ -128,6 +147,7 @@ def test_crash_between_capture_and_commit_then_rerun(tmp_path: Path, stage: str,
     run_ips_day(catalog, batch(days[2]))
     assert_equal_to_oracle(catalog)
     engine.close()
+    catalog.engine.dispose()
 
 
 def run_ips(catalog: Any) -> None:
