@@ -14,6 +14,7 @@ Every concurrent writer uses its own catalog connection, as another process woul
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,12 +76,37 @@ class Warehouse:
         assert ips_event_ids(self.catalog) == sorted({e.event_id for e in self.sent if is_valid(e)})
 
 
-@pytest.fixture
-def wh(tmp_path: Path) -> Iterator[Warehouse]:
-    path = tmp_path / "warehouse"
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Day 0 ingested and processed, day 1 ingested: where every case starts.
+
+    Built once per module and kept as files; each case gets it back at the same path
+    (Iceberg metadata and the catalog hold absolute paths). Returns (path, kept copy).
+    """
+    root = tmp_path_factory.mktemp("concurrent")
+    path = root / "warehouse"
     catalog = open_catalog(path, create=True)
-    create_tables(catalog, SCENARIO.strategies)
-    w = Warehouse(path, catalog, open_catalog(path), DuckDBEngine(), DuckDBEngine(), [])
+    engine = DuckDBEngine()
+    try:
+        create_tables(catalog, SCENARIO.strategies)
+        ingest_batch(catalog, batch(day0()))
+        run_ips_workflows(catalog, engine)
+        ingest_batch(catalog, batch(day1()))
+    finally:
+        engine.close()
+        catalog.engine.dispose()
+    shutil.copytree(path, root / "kept")
+    return path, root / "kept"
+
+
+@pytest.fixture
+def wh(started: tuple[Path, Path]) -> Iterator[Warehouse]:
+    """The started warehouse, as built, with a second connection and engine for the concurrent writer."""
+    path, kept = started
+    shutil.rmtree(path)
+    shutil.copytree(kept, path)
+    catalog = open_catalog(path)
+    w = Warehouse(path, catalog, open_catalog(path), DuckDBEngine(), DuckDBEngine(), [*day0(), *day1()])
     yield w
     w.engine.close()
     w.other_engine.close()
@@ -98,13 +124,6 @@ def commit_concurrently(w: Warehouse, stage: str, n: int) -> list[str]:
     return [e.event_id for e in events if e.event_id not in known]
 
 
-def start(w: Warehouse) -> None:
-    """Day 0 processed; day 1 ingested and processed by the workflows upstream of each stage."""
-    w.ingest(day0())
-    run_ips_workflows(w.catalog, w.engine)
-    w.ingest(day1())
-
-
 def input_snapshot(w: Warehouse, stage: str) -> int | None:
     return w.catalog.load_table(workflow.WORKFLOWS[stage].input_table).metadata.current_snapshot_id
 
@@ -117,7 +136,6 @@ def input_snapshot(w: Warehouse, stage: str) -> int | None:
     ),
 )
 def test_batch_committed_mid_run_is_captured_by_the_next_run(wh: Warehouse, stage: str, point: str) -> None:
-    start(wh)
     for s in STAGES[: STAGES.index(stage)]:
         workflow.run_stage(StageContext(wh.catalog, wh.engine), s)
     brought: list[str] = []
@@ -188,7 +206,6 @@ class RacingWriter:
 def test_ip_commit_retries_a_conflicting_commit(
     wh: Warehouse, monkeypatch: pytest.MonkeyPatch, stage: str, conflicts: int
 ) -> None:
-    start(wh)
     for s in STAGES[: STAGES.index(stage)]:
         workflow.run_stage(StageContext(wh.catalog, wh.engine), s)
     racer = RacingWriter(wh, stage, conflicts)
@@ -213,7 +230,6 @@ def test_ip_commit_retries_a_conflicting_commit(
 def test_ip_commit_gives_up_after_bounded_retries_and_loses_nothing(
     wh: Warehouse, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
-    start(wh)
     for s in STAGES[: STAGES.index(stage)]:
         workflow.run_stage(StageContext(wh.catalog, wh.engine), s)
     wf = workflow.WORKFLOWS[stage]
