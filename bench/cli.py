@@ -138,6 +138,12 @@ def print_summary(summary: dict[str, Any], report: Path) -> None:
     r = summary["ratio_ips_over_lookback"]
     if r:
         print("IPS/lookback: " + ", ".join(f"{k} {pct(v)}" for k, v in r.items() if v is not None))
+    # The report's opening lines (in-window saving, price of correctness, distance from the floor).
+    from reports.floor import headline
+
+    for line in headline(summary):
+        if line:
+            print(line.removeprefix("- ").replace("**", ""))
     for s in summary["stages"]:
         ratio = s.get("ratio_over_lookback", {}).get("wall_s")
         if ratio is not None:
