@@ -70,26 +70,27 @@ def spark_app() -> Iterator[Callable[[Path], SparkSession]]:
 
 # The order in which two pytest workers (`--dist loadfile`) take the files: longest
 # first, so that neither ends alone on a long file while the other idles. A file's
-# length is its seconds in `make test` when it runs its slow tests: measured file by
-# file on a machine loaded about 10-fold (two workers), after the cuts of issue 17;
-# otherwise, and for files not listed, an estimate from the tests selected: SLOW_TEST_S
-# per slow test, FAST_TEST_S per other test. Only the order matters: a rough figure is
-# enough, but a long file estimated short (a few slow tests of minutes each) would be
-# handed out last, so every file of more than a minute is listed.
+# length is its seconds in the last full `make test` (13 min 36 s for pytest, 361 tests,
+# on a shared 2-core machine at load 6-11) when it runs its slow tests; otherwise, and
+# for files not listed, an estimate from the tests selected: SLOW_TEST_S per slow test,
+# FAST_TEST_S per other test. Only the order matters: a rough figure is enough, but a
+# long file estimated short (a few slow tests of minutes each) would be handed out
+# last, so every file of more than about 45 s is listed.
 FILE_SECONDS = {
-    "test_batches.py": 340,
-    "test_postgres_catalog.py": 175,
-    "test_ips_equals_oracle.py": 170,
-    "test_merge_on_read_duckdb.py": 170,
-    "test_stateful.py": 165,
-    "test_spark_engine.py": 160,
-    "test_sweep.py": 160,
-    "test_backfill.py": 120,
-    "test_cli.py": 100,
-    "test_paths.py": 100,
-    "test_kill.py": 90,
-    "test_spark_session.py": 80,
-    "test_user_events.py": 75,
+    "test_batches.py": 176,
+    "test_spark_engine.py": 158,
+    "test_ips_equals_oracle.py": 125,
+    "test_postgres_catalog.py": 101,
+    "test_backfill.py": 100,
+    "test_sweep.py": 92,
+    "test_stateful.py": 88,
+    "test_kill.py": 86,
+    "test_cli.py": 84,
+    "test_merge_on_read_duckdb.py": 83,
+    "test_user_events.py": 58,
+    "test_bench_stages.py": 57,
+    "test_concurrent.py": 47,
+    "test_paths.py": 47,
 }
 SLOW_TEST_S = 10
 FAST_TEST_S = 1
