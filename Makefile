@@ -37,7 +37,8 @@ types: $(STAMP)
 
 # Two pytest workers (pytest-xdist), each test file on one of them: module fixtures (a
 # tiny run, the PostgreSQL server) are built once, a Spark application once per worker.
-# The workers take the files longest first (tests/conftest.py).
+# The workers take the files longest first (tests/conftest.py). Every JVM a test starts
+# (Spark drivers, the standalone cluster) reads tests/spark-conf: options for short-lived JVMs.
 PYTEST_WORKERS ?= 2
 
 unit: $(STAMP) $(SPARK_STAMP)
