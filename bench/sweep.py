@@ -50,7 +50,6 @@ from bench.contract import (
 from bench.machine import machine_info
 from bench.options import BadInput, add_scenario_options, check_new_dir, events_for, scenario_from_args
 from bench.scenario import BadScenario, Scenario
-from reports.sweep import render_sweep
 
 # With --events the data is the user's: only how it is processed can vary.
 EVENTS_FILE_VARIABLES = ("lookback_days",)
@@ -354,6 +353,8 @@ def run_sweep(
     summary["complete"] = True
     summary["passed"] = all(p["passed"] for p in summary["points"])
     write_sweep(out, rows, summary)
+    from reports.sweep import render_sweep  # matplotlib: loaded only when a sweep renders
+
     report = render_sweep(out)
     _progress(f"sweep: {sum(p['passed'] for p in summary['points'])}/{len(points)} points passed; report: {report}")
     return bool(summary["passed"])
