@@ -13,7 +13,8 @@ tables equal the oracle and ``ips.playback_daily`` holds each valid event
 exactly once; once the lookback has run for the current day, every lookback
 mismatch is explained by late events beyond its window. Every example ends by
 resuming IPS (as the next scheduled run would) and checking again, so a crash
-followed by more arrivals must still lose nothing.
+followed by more arrivals must still lose nothing. A scripted test drives the
+same machine through a fixed program, for what the random examples do not reach.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ import atexit
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pyiceberg.manifest import ManifestContent
+from pyiceberg.table import Table
 
 from bench.runner import check
 from bench.scenario import MERGE_MODES, from_preset
@@ -39,6 +44,7 @@ from pipelines import lookback
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
 from pipelines.engine import DuckDBEngine
+from pipelines.iceberg_io import live_files
 from pipelines.ips import workflow
 from pipelines.ips.state import StateLog, watermark
 from pipelines.maintenance import compact, expire_history
@@ -62,9 +68,12 @@ FAST_TMP = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 # all three workflows (merge at before_write, after_write, during_commit; filter at
 # after_capture, during_commit; range at before_write), both merge modes, expiries that
 # expire, a source compaction that rewrites, account deletes, re-sends days later.
+# The seed hashes IpsMachine's source: any edit of the class draws other examples, and
+# the list above must be measured again. Two events they never reach, a crash of a
+# merge-on-read merge at before_commit and a compaction of IPS's tables that rewrites,
+# a fixed program of the rules reaches in every run, `make check` included
+# (test_scripted_crash_before_commit_and_compactions_that_rewrite, a few seconds).
 _PROFILE = settings()
-# Eighty examples of 8 steps: the long property run, in `make test` only.
-pytestmark = pytest.mark.slow
 EXAMPLES = max(80, 4 * _PROFILE.max_examples)
 STEPS = 16 if settings.get_current_profile_name() == "dev" else 8
 
@@ -356,5 +365,82 @@ class IpsMachine(RuleBasedStateMachine):
             shutil.rmtree(self.warehouse, ignore_errors=True)
 
 
-TestIpsAgreesWithOracle = IpsMachine.TestCase
+# Eighty examples of 8 steps: the long property run, in `make test` only.
+TestIpsAgreesWithOracle = pytest.mark.slow(IpsMachine.TestCase)
 TestIpsAgreesWithOracle.settings = settings(_PROFILE, max_examples=EXAMPLES, stateful_step_count=STEPS)
+
+
+def live_count(machine: IpsMachine, table: str, content: ManifestContent) -> int:
+    return len(live_files(machine.catalog.load_table(table), content=content))
+
+
+def test_scripted_crash_before_commit_and_compactions_that_rewrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed program of the machine's rules reaching what the random examples do not.
+
+    The 80 examples of the ci profile never crash a merge-on-read merge at
+    ``before_commit`` (its data and delete files written, not committed) and never
+    compact IPS's tables with something to rewrite; this program does both, with
+    the machine's invariant after every step and its teardown at the end. Outside a
+    hypothesis test ``event`` refuses to record, so the rules' events land in a list
+    here, and each ``compact`` the rules call reports what it returned.
+    """
+    events: list[str] = []
+    compacted: list[tuple[str, int, int]] = []
+    real_compact = compact
+
+    def recorded_compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tuple[int, int]:
+        removed, written = real_compact(table, min_files=min_files, keep_main_file=keep_main_file)
+        compacted.append((".".join(table.name()), removed, written))
+        return removed, written
+
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "event", events.append)
+    monkeypatch.setattr(module, "compact", recorded_compact)
+
+    m = IpsMachine()
+
+    def step(rule: Callable[..., None], *args: Any) -> None:
+        rule(*args)
+        m.results_agree_with_the_oracle()
+
+    def checked_ips_run() -> None:
+        step(m.run_ips)
+        assert m.ips_current and not m.unchecked, "the invariant compared IPS with the oracle"
+
+    agg = "ips.playback_daily_agg"
+    try:
+        step(m.choose_merge_mode, "merge-on-read")
+        # Three runs, each appending to day 0's partition of ips.playback_daily (2, 1 and 1 rows).
+        step(m.ingest_on_time, [Payload(1, 1, "US", 10, 600), Payload(2, 2, "BR", 11, 900)])
+        checked_ips_run()
+        step(m.ingest_on_time, [Payload(1, 3, "US", 12, 300)])
+        checked_ips_run()
+        # Account 1's row of day 0 changes again: the agg merge replaces it by a position delete.
+        step(m.ingest_on_time, [Payload(1, 4, "US", 13, 120)])
+        visible = m.catalog.load_table(agg).metadata.current_snapshot_id
+        step(m.crash_filter_workflow, "before_commit")
+        # The fault hook raised at before_commit (the rule then checked the watermark stayed and the run is open).
+        assert events[-1] == "crash playback_daily_agg at before_commit", events
+        assert m.catalog.load_table(agg).metadata.current_snapshot_id == visible, "the crashed merge committed"
+        # The next scheduled run retries, and commits what the crash lost.
+        checked_ips_run()
+        assert m.catalog.load_table(agg).metadata.current_snapshot_id != visible
+        assert live_count(m, agg, ManifestContent.DELETES) > 0, "the merge wrote no position deletes"
+
+        daily_files = live_count(m, "ips.playback_daily", ManifestContent.DATA)
+        step(m.compact_ips_daily, 3, True)
+        table, removed, written = compacted[-1]
+        assert table == "ips.playback_daily" and removed >= 2 and written >= 1, compacted
+        assert live_count(m, "ips.playback_daily", ManifestContent.DATA) == daily_files - removed + written
+        step(m.compact_ips_agg)
+        table, removed, written = compacted[-1]
+        assert table == agg and removed >= 2 and written >= 1, compacted
+        assert live_count(m, agg, ManifestContent.DELETES) == 0, "a delete file outlived the compaction"
+
+        # IPS passes over both compactions and still equals the oracle; the lookback too.
+        step(m.ingest_late_inside_window, [Payload(1, 5, "US", 9, 60)], 1)
+        checked_ips_run()
+        step(m.run_lookback_and_close_day, 0)
+        assert m.lookback_current and not m.unchecked
+    finally:
+        m.teardown()
