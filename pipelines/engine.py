@@ -284,15 +284,14 @@ class DuckDBEngine:
     def bind_files(self, name: str, files: FileSet, schema: pa.Schema, where: str = "") -> None:
         """Expose the live rows of ``files`` as relation ``name`` (empty, with ``schema``, when there are none).
 
-        Position-delete files among ``files`` are applied (see ``_scan``); ``where``
-        filters each file's rows before the deletes are (DuckDB does not push a
-        semi join such as ``c IN (SELECT ...)`` below the anti join that applies them).
+        Position-delete files among ``files`` are applied (see ``_scan``).
         """
         self._drop(name)
         if not files.paths:
             self.bind_arrow(name, schema.empty_table())
             return
-        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files, where)}) AS s')
+        clause = f" WHERE {where}" if where else ""
+        self._run(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM ({self._scan(name, files)}) AS s{clause}')
         self._kinds[name] = "VIEW"
 
     def replaced_positions(self, files: FileSet, source: str, keys: Sequence[str], where: str) -> pa.Table:
@@ -334,16 +333,13 @@ class DuckDBEngine:
         paths = pa.array(files.paths, pa.string()).take(found.column("fi"))
         return pa.table({"file_path": paths, "pos": found.column("pos")})
 
-    def _scan(self, name: str, files: FileSet, where: str = "") -> str:
-        """SQL reading the live rows of ``files`` matching ``where``: an anti join on (file, position) with deletes.
+    def _scan(self, name: str, files: FileSet) -> str:
+        """SQL reading the live rows of ``files``: an anti join on (file, position) with their deletes.
 
         Only data files that a delete names are read with their file name and row
         numbers; the others are read as they are. DuckDB reports a file by its
         path without a ``file:`` scheme: the join compares paths so normalized.
-        ``where`` applies to each file's rows as read (a row's number is its
-        position in its file whatever the filter keeps).
         """
-        clause = f" WHERE {where}" if where else ""
         deleted: set[str] = set()
         deletes = f"{name}__deletes"
         if files.delete_paths:
@@ -355,11 +351,11 @@ class DuckDBEngine:
         rest = [p for p in files.paths if _local(p) not in deleted]
         hit = [p for p in files.paths if _local(p) in deleted]
         if rest:
-            parts.append(f"SELECT * FROM {_read(rest)}{clause}")
+            parts.append(f"SELECT * FROM {_read(rest)}")
         if hit:
             parts.append(
-                f"SELECT d.* EXCLUDE (filename, file_row_number) FROM (SELECT * FROM {_read(hit, True)}{clause}) d "
-                f'WHERE NOT EXISTS (SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
+                f"SELECT d.* EXCLUDE (filename, file_row_number) FROM {_read(hit, True)} d WHERE NOT EXISTS "
+                f'(SELECT 1 FROM "{deletes}" x WHERE x.f = d.filename AND x.pos = d.file_row_number)'
             )
         return " UNION ALL BY NAME ".join(parts)
 

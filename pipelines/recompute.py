@@ -90,13 +90,7 @@ def written(ctx: StageContext, table_name: str, dates: Sequence[date]) -> Iterat
 
 
 def bind_carry(
-    ctx: StageContext,
-    stage: Stage,
-    target: Table,
-    before: str,
-    dates: Sequence[date],
-    feeds: date | None = None,
-    narrow: str = "",
+    ctx: StageContext, stage: Stage, target: Table, before: str, dates: Sequence[date], feeds: date | None = None
 ) -> Figures:
     """Bind the value ``stage`` carries forward, from its own rows on ``dates`` matching ``before``.
 
@@ -105,9 +99,6 @@ def bind_carry(
             before the dates being recomputed.
         dates: the target partitions that may hold such rows.
         feeds: the latest date the carried value feeds: its read counts there.
-        narrow: a SQL predicate on the target's columns that every row ``before``
-            keeps also meets, applied as the rows are read (a one-column filter
-            an engine can apply before the target's position deletes).
 
     Returns the rows and bytes of the files read for it.
     """
@@ -115,7 +106,7 @@ def bind_carry(
     with ctx.recorder.phase("plan"):
         files = plan_dates(target, dates)
     record_read(ctx, files, feeds)
-    ctx.engine.bind_input("carry_rows", target, files, narrow)
+    ctx.engine.bind_input("carry_rows", target, files)
     ctx.engine.bind_sql("carry_before", f"SELECT t.* FROM carry_rows t WHERE {before}")
     ctx.engine.bind_sql(stage.carry.relation, stage.carry.sql.format(before="carry_before"))
     return files.rows, files.bytes

@@ -204,7 +204,6 @@ def forward(ctx: StageContext, stage: Stage, cap: Capture) -> None:
             f"EXISTS (SELECT 1 FROM changed_from c WHERE c.{by} = t.{by} AND t.event_date < c.from_date)",
             earlier,
             max(keyed),
-            f"{by} IN (SELECT {by} FROM changed_from)",
         )
         ctx.engine.bind_input("input_dates", source, input_files, in_dates(source_input.date_column, later))
         ctx.engine.bind_sql(
