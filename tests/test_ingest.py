@@ -134,6 +134,8 @@ def test_batch_id_sees_nulls() -> None:
 KILL_DAYS = 6
 KILL_SEED = 18
 KILL_BUDGET_S = 15.0
+KILL_MID_INGEST = 5
+KILL_EPISODES = 20
 
 
 def ingest_days(warehouse: Path, days: int, progress: Path) -> None:
@@ -150,18 +152,15 @@ def ingest_days(warehouse: Path, days: int, progress: Path) -> None:
         expire_history(catalog.load_table(SOURCE_TABLE))
 
 
-@pytest.mark.slow
-def test_sigkilled_ingests_hold_each_batch_exactly_once(tmp_path: Path) -> None:
-    warehouse, progress = tmp_path / "warehouse", tmp_path / "progress"
+def kill_until_done(context: Any, warehouse: Path, progress: Path, rng: random.Random) -> int:
+    """Run the job on ``warehouse``, SIGKILLed at random moments, until a try completes.
+
+    Returns how many kills landed inside the job's ingests (before the last day's commit).
+    """
     setup = open_catalog(warehouse, create=True)
     create_tables(setup, ("ips",))
     setup.engine.dispose()
-    # Children forked from a server that has imported pyiceberg once: a fresh
-    # interpreter per try would spend seconds importing, and kills would be few.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    rng = random.Random(KILL_SEED)
-    kills = mid_ingest = 0
+    mid_ingest = 0
     t0 = time.perf_counter()
     while True:
         job = context.Process(target=ingest_days, args=(warehouse, KILL_DAYS, progress))
@@ -170,14 +169,17 @@ def test_sigkilled_ingests_hold_each_batch_exactly_once(tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 1.0))
             if job.is_alive():
                 job.kill()
-                kills += 1
         job.join(timeout=120)
         if job.exitcode == 0:
-            break
+            return mid_ingest
         assert job.exitcode == -signal.SIGKILL
         done = progress.read_text().splitlines() if progress.exists() else []
         # A kill before the last day's commit is a kill inside the job's ingests.
         mid_ingest += str(KILL_DAYS - 1) not in done
+
+
+def assert_each_batch_once(warehouse: Path) -> int:
+    """The source holds every day's batch exactly once; returns the orphan data files (killed tries')."""
     expected = pa.concat_tables([arrival_batch(MODEL, d) for d in range(KILL_DAYS)])
     catalog = open_catalog(warehouse)
     got = source_rows(catalog)
@@ -191,11 +193,30 @@ def test_sigkilled_ingests_hold_each_batch_exactly_once(tmp_path: Path) -> None:
     live = {f.file_path.removeprefix("file://") for f in live_files(table)}
     orphans = [p for p in warehouse.rglob("*.parquet") if str(p) not in live]
     catalog.engine.dispose()
+    return len(orphans)
+
+
+@pytest.mark.slow
+def test_sigkilled_ingests_hold_each_batch_exactly_once(tmp_path: Path) -> None:
+    # Children forked from a server that has imported pyiceberg once: a fresh
+    # interpreter per try would spend seconds importing, and kills would be few.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    rng = random.Random(KILL_SEED)
+    # On an idle machine the whole job can end within the first kill's delay; each
+    # episode starts over on a new warehouse until enough kills have landed inside.
+    mid_ingest = orphans = episodes = 0
+    t0 = time.perf_counter()
+    while mid_ingest < KILL_MID_INGEST and episodes < KILL_EPISODES:
+        warehouse, progress = tmp_path / f"warehouse-{episodes}", tmp_path / f"progress-{episodes}"
+        mid_ingest += kill_until_done(context, warehouse, progress, rng)
+        orphans += assert_each_batch_once(warehouse)
+        episodes += 1
     print(
-        f"{kills} kills, {mid_ingest} inside the ingests, {len(orphans)} orphan data files "
-        f"(of {len(orphans) + len(live)}), {time.perf_counter() - t0:.1f} s"
+        f"{episodes} episodes, {mid_ingest} kills inside the ingests, {orphans} orphan data files, "
+        f"{time.perf_counter() - t0:.1f} s"
     )
-    assert mid_ingest >= 5
+    assert mid_ingest >= KILL_MID_INGEST
 
 
 # -- two ingests of one batch at the same moment ---------------------------------
