@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.style import count
+from reports.style import count, plural
 
 
 def duration(seconds: float | None) -> str:
@@ -70,7 +70,7 @@ def _cadence_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         "### What the schedule costs",
         "",
-        f"Per simulated day over {count(cadence['measured_days'])} measured day(s), the pipeline stages only "
+        f"Per simulated day over {plural(cadence['measured_days'], 'measured day')}, the pipeline stages only "
         "(upkeep apart).",
         "",
         "| strategy | runs a day | wall s a day | CPU s a day | run wall s (median) | run CPU s (median) |",
