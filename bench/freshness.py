@@ -15,7 +15,7 @@ lookback's run on processing day ``P`` includes the event dates
 the event's date includes it; an event whose date has left the window by then
 is never included ("never").
 
-Pure arithmetic on arrays: no engine, no catalog.
+Arithmetic on arrays, no catalog; DuckDB only aggregates the arrivals by event.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from datagen.model import US_PER_DAY
 
@@ -153,17 +153,27 @@ def strategy_freshness(
     return out
 
 
-def first_arrivals(rows: pa.Table, start_date: date, from_day: int = 0) -> Arrivals:
-    """Each event's first arrival, from rows with ``event_id``, ``event_ts`` and ``ingest_ts`` (UTC).
+def first_arrivals_in(db: duckdb.DuckDBPyConnection, relation: str, start_date: date, from_day: int = 0) -> Arrivals:
+    """Each event's first arrival, from ``relation`` in ``db``: rows with ``event_id``, ``event_ts``
+    and ``ingest_ts`` (UTC), re-sends included. DuckDB aggregates (and spills) by event.
 
     Args:
         start_date: processing day 0 (simulated time 0 is its midnight, UTC).
         from_day: leave out events first arriving before this processing day (a warm-up).
     """
-    first = rows.group_by("event_id").aggregate([("ingest_ts", "min"), ("event_ts", "min")])
     midnight_us = (start_date - date(1970, 1, 1)).days * US_PER_DAY
-    arrival_us = pc.cast(first.column("ingest_ts_min"), pa.int64()).to_numpy(zero_copy_only=False) - midnight_us
-    # Copies of an event share the UTC date of event_ts (the input contract).
-    event_us = pc.cast(first.column("event_ts_min"), pa.int64()).to_numpy(zero_copy_only=False) - midnight_us
-    kept = arrival_us >= from_day * US_PER_DAY
-    return Arrivals(arrival_us[kept] / 1e6, np.floor_divide(event_us[kept], US_PER_DAY))
+    first = db.sql(
+        f"SELECT epoch_us(MIN(ingest_ts)) - {midnight_us} AS arrival_us, "
+        # Copies of an event share the UTC date of event_ts (the input contract).
+        f"epoch_us(MIN(event_ts)) - {midnight_us} AS event_us FROM {relation} GROUP BY event_id "
+        f"HAVING epoch_us(MIN(ingest_ts)) - {midnight_us} >= {from_day * US_PER_DAY}"
+    ).fetchnumpy()
+    arrival_us, event_us = (np.asarray(first[c], dtype=np.int64) for c in ("arrival_us", "event_us"))
+    return Arrivals(arrival_us / 1e6, np.floor_divide(event_us, US_PER_DAY))
+
+
+def first_arrivals(rows: pa.Table, start_date: date, from_day: int = 0) -> Arrivals:
+    """``first_arrivals_in`` over an Arrow table."""
+    with duckdb.connect() as db:
+        db.register("arrival_rows", rows)
+        return first_arrivals_in(db, "arrival_rows", start_date, from_day)

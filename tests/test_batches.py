@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from bench.cli import main
-from bench.runner import Batches, _runs_now, simulate
+from bench.runner import Batches, _runs_now, first_run_day, simulate
 from bench.scenario import SCENARIO_FILE, Scenario, from_preset
 from datagen.ingest import EventsFile, split_day
 from datagen.model import arrival_batch
@@ -58,10 +58,26 @@ def test_a_whole_day_is_one_batch_untouched() -> None:
 
 def test_ips_runs_after_every_batch_the_lookback_once_a_day_unless_asked() -> None:
     daily = from_preset("tiny", batch_minutes=60)
-    assert _runs_now(daily, 0, last_of_day=False) == ["ips"]
-    assert sorted(_runs_now(daily, 0, last_of_day=True)) == ["ips", "lookback"]
+    day = daily.warmup_days
+    assert _runs_now(daily, day, last_of_day=False) == ["ips"]
+    assert sorted(_runs_now(daily, day, last_of_day=True)) == ["ips", "lookback"]
     every = from_preset("tiny", batch_minutes=60, lookback_every_batch=True)
-    assert sorted(_runs_now(every, 0, last_of_day=False)) == ["ips", "lookback"]
+    assert sorted(_runs_now(every, day, last_of_day=False)) == ["ips", "lookback"]
+
+
+def test_nothing_runs_before_the_warm_ups_last_batch_unless_a_restatement_falls_inside_it() -> None:
+    deferred = from_preset("tiny", batch_minutes=60, warmup_days=3, lookback_every_batch=True)
+    assert first_run_day(deferred) == 2
+    assert [_runs_now(deferred, d, last_of_day=False) for d in (0, 1, 2)] == [[], [], []]
+    assert [_runs_now(deferred, d, last_of_day=True) for d in (0, 1)] == [[], []]
+    assert sorted(_runs_now(deferred, 2, last_of_day=True)) == ["ips", "lookback"]
+    assert first_run_day(from_preset("tiny", warmup_days=0)) is None
+    assert first_run_day(from_preset("tiny", warmup_days=1)) == 0
+    inside = from_preset("tiny", warmup_days=3, repopulate_day=2, repopulate_from_day=0, repopulate_to_day=1)
+    assert first_run_day(inside) is None
+    assert _runs_now(inside, 0, last_of_day=False) == ["ips"]
+    assert first_run_day(from_preset("tiny", warmup_days=3, logic_change_day=1)) is None
+    assert first_run_day(from_preset("tiny", warmup_days=3, logic_change_day=3)) == 2
 
 
 def test_maintenance_keeps_its_runs_between_upkeeps_at_least_a_day_apart() -> None:
@@ -126,8 +142,9 @@ def test_ingest_batch_out_of_range_writes_nothing(tmp_path: Path, capsys: pytest
 
 @pytest.mark.slow
 def test_ips_equals_the_oracle_after_every_hourly_batch(tmp_path: Path) -> None:
+    # No warm-up: a warm-up's batches are ingested without runs.
     scenario = from_preset(
-        "tiny", days=2, warmup_days=1, events_per_day=300, batch_minutes=60, check="batch", maintenance_every_days=24
+        "tiny", days=2, warmup_days=0, events_per_day=300, batch_minutes=60, check="batch", maintenance_every_days=24
     )
     run = simulate(scenario, tmp_path / "wh", progress=False)
     assert [c["batch"] for c in run.daily_checks] == list(range(48))
@@ -149,6 +166,25 @@ def test_ips_equals_the_oracle_after_every_hourly_batch(tmp_path: Path) -> None:
     # lookback waits for the day's end: its median is hours later.
     ips_p50 = fresh["ips"][PIPELINE[-1].name]["on_time"]["p50_s"]
     assert ips_p50 < fresh["lookback"][PIPELINE[-1].name]["on_time"]["p50_s"]
+
+
+@pytest.mark.slow
+def test_the_warm_up_is_ingested_then_each_strategy_runs_once_over_it(tmp_path: Path) -> None:
+    scenario = from_preset("tiny", days=5, warmup_days=3, events_per_day=300, batch_minutes=360, check="batch")
+    run = simulate(scenario, tmp_path / "wh", progress=False)
+    # Every batch is ingested; the strategies first run after the warm-up's last batch (11).
+    assert [r["batch"] for r in run.rows if r["stage"] == "ingest"] == list(range(20))
+    assert [r.batch for r in run.schedule["ips"]] == list(range(11, 20))
+    assert [r.batch for r in run.schedule["lookback"]] == [11, 15, 19]
+    stages = {s.name for s in PIPELINE}
+    assert not [r for r in run.rows if r["stage"] in stages and r["day"] < 2]
+    # The lookback's first run covers every window the warm-up's three days would have.
+    partitions = {r["day"]: r["partitions"] for r in run.rows if r["strategy"] == "lookback"}
+    assert partitions == {2: scenario.lookback_days + 2, 3: scenario.lookback_days, 4: scenario.lookback_days}
+    assert [c["batch"] for c in run.daily_checks] == list(range(11, 20))
+    assert all(c["ips"]["equal_to_oracle"] for c in run.daily_checks)
+    assert all(c["lookback"]["unexplained_mismatched_rows"] == 0 for c in run.daily_checks if "lookback" in c)
+    assert run.verdicts["ips"].equal_to_oracle
 
 
 @pytest.mark.slow
