@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml
 bench: $(STAMP)
 	rm -rf runs/small
 	$(BIN)/ipsbench run --preset small --out runs/small
-	@echo "report: runs/small/report.md"
 
 ## Lint, types and the whole test suite: Spark (needs spark-deps), the kill loop, the
 ## PostgreSQL catalog (needs the postgresql package: .ci/run installs it as root). CI runs this.

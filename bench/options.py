@@ -40,8 +40,9 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--warmup-days",
         type=int,
-        help="first days run but left out of totals (default: the preset's; with --events 0, "
-        "and it must be fewer than the file's arrival dates)",
+        help="first days left out of totals: their batches are ingested, then each strategy runs once "
+        "over them (day by day if a --repopulate-day or --logic-change-day falls inside them); default: "
+        "the preset's; with --events 0, and it must be fewer than the file's arrival dates",
     )
     g.add_argument("--events-per-day", type=int, help="original events per arrival batch")
     g.add_argument("--late-fraction", type=_fraction, help="share of events arriving >= 1 day late, in [0, 1)")

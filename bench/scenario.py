@@ -36,7 +36,7 @@ class Scenario:
     Attributes:
         preset: the preset the other fields started from.
         days: processing days simulated (one day of arrivals each).
-        warmup_days: first days run but not counted in totals.
+        warmup_days: first days, not counted in totals: ingested, then run once (``first_run_day``).
         events_per_day: original events arriving per day.
         late_fraction: share of events arriving one day late or more.
         lookback_days: the lookback window X.
