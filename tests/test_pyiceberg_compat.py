@@ -262,6 +262,12 @@ def test_transaction_metadata_is_copied_only_once_updates_are_staged(catalog) ->
     staged = tx.table_metadata
     assert staged is not table.metadata and staged.properties["owner"] == "ipsbench"
     assert "owner" not in table.metadata.properties
+    # The same staged updates: the same copy; staging more makes a new one.
+    assert tx.table_metadata is staged
+    tx.set_properties(team="data")
+    more = tx.table_metadata
+    assert more is not staged and (more.properties["owner"], more.properties["team"]) == ("ipsbench", "data")
+    assert more == transaction_metadata.ORIGINAL(tx)
     tx.commit_transaction()
     assert catalog.load_table("ips.playback_daily_agg").properties["owner"] == "ipsbench"
 

@@ -13,7 +13,7 @@ fails once upstream no longer behaves that way: then the change may go.
 
 - ``manifest_eval_lock``: ``_ManifestEvalVisitor.eval`` made thread-safe.
 - ``manifest_cache``: ``ManifestFile.fetch_manifest_entry`` parses each manifest once.
-- ``transaction_metadata``: ``Transaction.table_metadata`` copies nothing when nothing is staged.
+- ``transaction_metadata``: ``Transaction.table_metadata`` copies nothing when nothing is staged, once per staged state.
 
 Two modules build on private members without replacing anything (so they are not in ``CHANGES``):
 
