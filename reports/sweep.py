@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.contract import STRATEGIES, SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE, pct, pipeline_stages
 from reports.crossover import crossings, describe, use_log_scale
+from reports.engines import engines_lines
 from reports.floor import times
 from reports.freshness import duration
 from reports.render import machine_lines
@@ -292,12 +293,17 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
     return _save(fig, out, f"accuracy_vs_{var}.png")
 
 
+def _bar_label(point: str, varied: dict[str, list[Any]]) -> str:
+    """A point's varied values, one ``name=value`` a line (those varied with two or more values)."""
+    values = dict(part.split("=", 1) for part in point.split(",") if "=" in part)
+    return "\n".join(f"{k}={values[k]}" for k in _multi(varied) if k in values) or point
+
+
 def plot_patterns(df: pd.DataFrame, varied: dict[str, list[Any]], out: Path) -> str:
     """IPS/lookback wall per pattern at every point: which pattern saves most."""
     ips = df[(df.strategy == "ips") & df.ips_over_lookback_wall_s.notna()]
     points = list(dict.fromkeys(ips.sort_values("point_index").point))
-    first = ips.drop_duplicates("point").set_index("point")
-    labels = ["\n".join(k + "=" + str(first.at[p, k]) for k in _multi(varied)) or p for p in points]
+    labels = [_bar_label(p, varied) for p in points]
     stages = _ips_stages(ips)
     stage_labels = _stage_labels(df)
     colors = stage_colors(stage_labels)
@@ -415,7 +421,8 @@ def render_sweep(out: Path) -> Path:
     measured = df[df.error.isna()]
     both = {"ips", "lookback"} <= set(measured.strategy) and bool(measured.ips_over_lookback_wall_s.notna().any())
     # Only options with two or more values among the points that ran give something to plot against.
-    multi = [k for k in _multi(varied) if measured[k].nunique() > 1]
+    # Options with no numeric axis (the engine, the write mode) are compared in the per-stage tables instead.
+    multi = [k for k in _multi(varied) if k in AXIS_LABELS and k in measured and measured[k].nunique() > 1]
     n_passed = sum(p["passed"] for p in summary["points"])
     sc = summary["scenario"]
     lines = [
@@ -424,7 +431,9 @@ def render_sweep(out: Path) -> Path:
         "Varied: " + "; ".join(f"`{k}` ∈ {{{', '.join(str(v) for v in vals)}}}" for k, vals in varied.items()),
         f"→ {plural(len(summary['points']), 'point')}. Fixed: preset `{sc.get('preset')}`, "
         + ", ".join(f"{k} {sc[k]}" for k in AXIS_LABELS if k in sc)
-        + f", engine {summary.get('engine')}, repeats {sc.get('repeats')}.",
+        + ("" if "engine" in varied else f", engine {summary.get('engine')}")
+        + ("" if "merge_mode" in varied or "merge_mode" not in sc else f", write mode {sc['merge_mode']}")
+        + f", repeats {sc.get('repeats')}.",
         "",
     ]
     lines += machine_lines(summary)
@@ -435,6 +444,7 @@ def render_sweep(out: Path) -> Path:
         "",
     ]
     lines += _points_table(df, summary)
+    lines += engines_lines(df, summary)
     plots: list[tuple[str, str]] = []
     if both and "late_fraction" in multi:
         lines += _crossover_lines(measured, varied)
