@@ -160,7 +160,7 @@ class VerdictRecord(TypedDict, total=False):
 
 
 # The scenario options a sweep can vary, with how one value is read.
-SWEEP_VARIABLES: dict[str, type[int] | type[float]] = {
+SWEEP_VARIABLES: dict[str, type[int] | type[float] | type[str]] = {
     "late_fraction": float,
     "lookback_days": int,
     "events_per_day": int,
@@ -174,6 +174,8 @@ SWEEP_VARIABLES: dict[str, type[int] | type[float]] = {
     "maintenance_every_days": int,
     "privacy_delete_every_days": int,
     "batch_minutes": int,
+    # A physical choice, offered to both strategies alike: IPS's targets' write mode.
+    "merge_mode": str,
 }
 SWEEP_FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
 SWEEP_SPREAD_COLUMNS = tuple(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max"))

@@ -48,7 +48,7 @@ SWEEP_NUMERIC = (
     "point_index",
     "measured_days",
     "repeats",
-    *SWEEP_VARIABLES,
+    *(name for name, kind in SWEEP_VARIABLES.items() if kind is not str),
 )
 SWEEP_BOOLEAN = ("passed", "equal_to_oracle")
 SWEEP_SUMMARY_KEYS = ("varied", "scenario", "engine", "machine", "complete", "passed", "points")

@@ -164,6 +164,7 @@ def test_validator_flags_a_broken_sweep_table(tiny_sweep: tuple[Path, int, str],
         (["--vary", "late_fraction=0.1,1.5"], "sweep point late_fraction=1.5: late-fraction must be in [0, 1)"),
         (["--vary", "max_lateness_days=15,3"], "sweep point max_lateness_days=3: beyond-window-share > 0 needs"),
         (["--late-fraction", "0.1", "--vary", "late_fraction=0.2"], "--late-fraction is set and also varied"),
+        (["--vary", "merge_mode=copy-on-write,in-place"], "sweep point merge_mode=in-place: merge mode must be one of"),
         (["--events", "missing.parquet", "--vary", "late_fraction=0.2"], "--events fixes the data"),
     ],
 )
@@ -230,6 +231,20 @@ def test_sweep_over_a_users_events_file_varies_the_window(tmp_path: Path) -> Non
     assert set(df.days) == {3}
     report = (out / "report.md").read_text()
     assert "cost_vs_lookback_days.png" in report and "accuracy_vs_lookback_days.png" in report
+
+
+@pytest.mark.slow
+def test_sweep_over_the_write_mode(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["sweep", "--out", str(out), *SHORT, "--vary", "merge_mode=copy-on-write,merge-on-read"])
+    assert code == 0 and validate(out) == []
+    df = pd.read_parquet(out / "sweep_results.parquet")
+    assert sorted(set(df.merge_mode)) == ["copy-on-write", "merge-on-read"]
+    # Merge-on-read writes position deletes instead of rewriting the files it touches.
+    written = df[(df.strategy == "ips") & (df.stage == "total")].set_index("merge_mode").bytes_written
+    assert written["merge-on-read"] < written["copy-on-write"]
+    assert "`merge_mode=merge-on-read`" in (out / "report.md").read_text()
 
 
 def test_a_point_that_raises_is_recorded_not_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
