@@ -40,6 +40,7 @@ from bench.options import (
     BadInput,
     add_scenario_options,
     check_new_dir,
+    check_spark,
     events_for,
     scenario_from_args,
     warehouse_events,
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.warehouse:
         written.append(_Written.before(check_new_dir(warehouse_root, "--warehouse")))
     if scenario.engine == "spark":
-        _check_spark()
+        check_spark()
     scenario, events = events_for(scenario, args.max_days)
 
     from bench.execute import run_scenario
@@ -345,21 +346,6 @@ def _ingested(what: str, batch: pa.Table, done: Ingested) -> None:
         print(f"{what}: batch already committed, nothing appended ({batch.num_rows:,} rows)")
 
 
-def _check_spark() -> None:
-    """Spark's Python package, Iceberg jar and JDBC driver must be installed (no JVM started)."""
-    import importlib.util
-
-    from pipelines.spark_session import SQLITE_JDBC_JAR, SparkUnavailable, iceberg_jar, jdbc_driver_jar
-
-    if importlib.util.find_spec("pyspark") is None:
-        raise BadInput("--engine spark needs pyspark: run 'make spark-deps' (pip install '.[spark]')")
-    try:
-        iceberg_jar()
-        jdbc_driver_jar(f"jdbc:sqlite:{SQLITE_JDBC_JAR}")
-    except SparkUnavailable as e:
-        raise BadInput(f"--engine spark: {e}") from None
-
-
 def cmd_process(args: argparse.Namespace) -> int:
     from bench.backfill import pipeline_on
     from bench.runner import make_engine, run_strategy_stage
@@ -379,7 +365,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if engine_name not in ENGINES:
         raise BadInput(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINES)}")
     if engine_name == "spark":
-        _check_spark()
+        check_spark()
     if args.lock_timeout < 0:
         raise BadInput(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
     processing_date = scenario.start_date + timedelta(days=day)

@@ -174,15 +174,16 @@ SWEEP_VARIABLES: dict[str, type[int] | type[float] | type[str]] = {
     "maintenance_every_days": int,
     "privacy_delete_every_days": int,
     "batch_minutes": int,
-    # A physical choice, offered to both strategies alike: IPS's targets' write mode.
+    # Physical choices, offered to both strategies alike: IPS's targets' write mode, the engine.
     "merge_mode": str,
+    "engine": str,
 }
 SWEEP_FIGURES = (*TOTAL_KEYS, "partitions_written", *PHASE_KEYS)
 SWEEP_SPREAD_COLUMNS = tuple(f"{k}_{end}" for k in SPREAD_KEYS for end in ("min", "max"))
 SWEEP_RATIO_COLUMNS = tuple(f"ips_over_lookback_{k}" for k in RATIO_KEYS)
 # IPS rows: the in-window ratio and the older partitions' share (summary.json's split), the distance from the floor.
 SWEEP_SPLIT_COLUMNS = ("in_window_ips_over_lookback_wall_s", "older_share_of_ips_wall", "ips_over_floor_rows_read")
-SWEEP_SCENARIO_COLUMNS = ("preset", "engine", "repeats", "measured_days", *SWEEP_VARIABLES)
+SWEEP_SCENARIO_COLUMNS = tuple(dict.fromkeys(("preset", "engine", "repeats", "measured_days", *SWEEP_VARIABLES)))
 SWEEP_CORRECTNESS_COLUMNS = (
     "equal_to_oracle",
     "mismatched_rows",

@@ -321,3 +321,18 @@ def warehouse_events(scenario: Scenario, warehouse: Path) -> EventsFile:
             f"{scenario.start_date} to {scenario.start_date + timedelta(days=scenario.days - 1)}"
         )
     return events
+
+
+def check_spark() -> None:
+    """Spark's Python package, Iceberg jar and JDBC driver must be installed (no JVM started)."""
+    import importlib.util
+
+    from pipelines.spark_session import SQLITE_JDBC_JAR, SparkUnavailable, iceberg_jar, jdbc_driver_jar
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise BadInput("--engine spark needs pyspark: run 'make spark-deps' (pip install '.[spark]')")
+    try:
+        iceberg_jar()
+        jdbc_driver_jar(f"jdbc:sqlite:{SQLITE_JDBC_JAR}")
+    except SparkUnavailable as e:
+        raise BadInput(f"--engine spark: {e}") from None

@@ -48,7 +48,14 @@ from bench.contract import (
     warm,
 )
 from bench.machine import machine_info
-from bench.options import BadInput, add_scenario_options, check_new_dir, events_for, scenario_from_args
+from bench.options import (
+    BadInput,
+    add_scenario_options,
+    check_new_dir,
+    check_spark,
+    events_for,
+    scenario_from_args,
+)
 from bench.scenario import BadScenario, Scenario
 
 # With --events the data is the user's: only how it is processed can vary.
@@ -115,9 +122,9 @@ def plan_points(args: argparse.Namespace, varied: dict[str, tuple[Any, ...]]) ->
         except BadScenario as e:
             name = ",".join(f"{k}={v}" for k, v in values.items())
             raise BadInput(f"sweep point {name}: {e}") from None
-        if scenario.engine != "duckdb":
-            raise BadInput(f"engine {scenario.engine!r} is not available in this build; use --engine duckdb")
         points.append(Point(index, values, scenario))
+    if any(p.scenario.engine == "spark" for p in points):
+        check_spark()
     return points
 
 

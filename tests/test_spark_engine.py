@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from bench.cli import main
 from bench.runner import check, simulate
 from bench.scenario import from_preset
+from bench.validate import validate
 from pipelines.catalog import open_catalog
 from pipelines.pipeline import STAGES
 from pipelines.pipeline import stage as stage_def
@@ -41,27 +43,36 @@ def table_rows(warehouse: Path, name: str) -> pa.Table:
 
 
 def test_spark_and_duckdb_give_identical_tables_equal_to_the_oracle(tmp_path: Path) -> None:
-    runs = {}
-    for engine in ("duckdb", "spark"):
-        scenario = from_preset("tiny", engine=engine, **SHORT)
-        run = simulate(scenario, tmp_path / engine, progress=False)
-        assert run.verdicts["ips"].equal_to_oracle, run.verdicts["ips"].per_stage
-        assert run.verdicts["lookback"].unexplained_mismatched_rows == 0
-        runs[engine] = run
+    # One sweep over the engine: both points on the same generated data.
+    out = tmp_path / "sweep"
+    days = ["--days", str(SHORT["days"]), "--warmup-days", str(SHORT["warmup_days"])]
+    assert (
+        main(["sweep", "--out", str(out), "--preset", "tiny", *days, "--vary", "engine=duckdb,spark", "--quiet"]) == 0
+    )
+    assert validate(out) == []
+    totals = pd.read_parquet(out / "sweep_results.parquet").query("stage == 'total'").set_index(["engine", "strategy"])
+    assert totals.equal_to_oracle[("duckdb", "ips")] and totals.equal_to_oracle[("spark", "ips")]
+    assert (totals.unexplained_mismatched_rows.xs("lookback", level="strategy") == 0).all()
+    # The same data and logic: the lookback is wrong on the same rows with either engine.
+    wrong = totals.mismatched_rows.xs("lookback", level="strategy")
+    assert wrong["duckdb"] == wrong["spark"]
+    warehouse = {engine: out / "points" / f"engine={engine}" / "warehouse" for engine in ("duckdb", "spark")}
     for strategy in ("lookback", "ips"):
         for stage in STAGES:
             name = f"{strategy}.{stage}"
-            duck = table_rows(tmp_path / "duckdb", name)
+            duck = table_rows(warehouse["duckdb"], name)
             # Same rows and values; the Parquet writers differ only in string encoding (large vs not).
-            assert table_rows(tmp_path / "spark", name).cast(duck.schema).equals(duck), name
+            assert table_rows(warehouse["spark"], name).cast(duck.schema).equals(duck), name
     # Spark's commits are its own: the MERGE of stage 1 appends, the others overwrite.
-    catalog = open_catalog(tmp_path / "spark")
+    catalog = open_catalog(warehouse["spark"])
     daily = catalog.load_table("ips.playback_daily").current_snapshot()
     assert daily is not None and daily.summary is not None
     assert daily.summary.operation.value == "append" and daily.summary["engine-name"] == "spark"
-    spark_rows = [r for r in runs["spark"].rows if r["strategy"] in ("lookback", "ips") and r["stage"] in STAGES]
-    assert all(r["bytes_read"] > 0 for r in spark_rows if r["strategy"] == "lookback")
-    assert sum(r["rows_written"] for r in spark_rows) > 0
+    spark_rows = pd.read_parquet(out / "points" / "engine=spark" / "results.parquet").query(
+        "strategy in ('lookback', 'ips') and stage in @STAGES"
+    )
+    assert (spark_rows[spark_rows.strategy == "lookback"].bytes_read > 0).all()
+    assert spark_rows.rows_written.sum() > 0
 
 
 def test_days_alternate_between_engines_on_one_warehouse(tmp_path: Path) -> None:

@@ -165,6 +165,7 @@ def test_validator_flags_a_broken_sweep_table(tiny_sweep: tuple[Path, int, str],
         (["--vary", "max_lateness_days=15,3"], "sweep point max_lateness_days=3: beyond-window-share > 0 needs"),
         (["--late-fraction", "0.1", "--vary", "late_fraction=0.2"], "--late-fraction is set and also varied"),
         (["--vary", "merge_mode=copy-on-write,in-place"], "sweep point merge_mode=in-place: merge mode must be one of"),
+        (["--vary", "engine=duckdb,flink"], "sweep point engine=flink: unknown engine 'flink'"),
         (["--events", "missing.parquet", "--vary", "late_fraction=0.2"], "--events fixes the data"),
     ],
 )
