@@ -15,7 +15,9 @@ read deep-copied the metadata again (12 % of an hourly-batch run's profile,
 growing with the snapshots a table retains). The result is kept on the
 transaction beside the table metadata and the updates tuple it was made from
 (compared by identity: staging builds a new tuple, a commit a new metadata),
-and returned while both are the same objects.
+and returned while both are the same objects. It keeps the ``last_updated_ms``
+of its first read; the catalog's commit applies the updates itself and stamps
+the committed metadata with its own time.
 
 When upstream stops copying unchanged metadata:
 ``test_upstream_transaction_copies_metadata_with_nothing_staged`` fails;
