@@ -284,6 +284,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _scheduled_batch(scenario: Scenario, batch: int) -> int:
+    """``batch`` when the warehouse's schedule has it (``ingest --batch``, ``process --batch``), else BadInput."""
+    count = scenario.days * scenario.batches_per_day
+    if not 0 <= batch < count:
+        raise BadInput(
+            f"--batch must be in [0, {count - 1}] for this warehouse ({scenario.days} days of "
+            f"{scenario.batches_per_day} batch(es) of {scenario.batch_minutes} minutes), got {batch}"
+        )
+    return batch
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from bench.runner import Batches
     from datagen.ingest import BadEventsFile, ingest_arrival, read_events_file
@@ -299,13 +310,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return EXIT_OK
     per_day = scenario.batches_per_day
     if args.batch is not None:
-        count = scenario.days * per_day
-        if not 0 <= args.batch < count:
-            raise BadInput(
-                f"--batch must be in [0, {count - 1}] for this warehouse ({scenario.days} days of {per_day} "
-                f"batch(es) of {scenario.batch_minutes} minutes), got {args.batch}"
-            )
-        indices = [args.batch]
+        indices = [_scheduled_batch(scenario, args.batch)]
     else:
         if not 0 <= args.day < scenario.days:
             raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {args.day}")
@@ -355,10 +360,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     catalog, scenario = _open_warehouse(args.warehouse)
     if args.strategy not in scenario.strategies:
         raise BadInput(f"--strategy must be one of {', '.join(scenario.strategies)}, got {args.strategy!r}")
-    count = scenario.days * scenario.batches_per_day
-    if args.batch is not None and not 0 <= args.batch < count:
-        raise BadInput(f"--batch must be in [0, {count - 1}] for this warehouse, got {args.batch}")
-    day = args.day if args.batch is None else args.batch // scenario.batches_per_day
+    day = args.day if args.batch is None else _scheduled_batch(scenario, args.batch) // scenario.batches_per_day
     if not 0 <= day < scenario.days:
         raise BadInput(f"--day must be in [0, {scenario.days - 1}] for this warehouse, got {day}")
     engine_name = args.engine or scenario.engine
