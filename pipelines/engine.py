@@ -210,6 +210,7 @@ def _quote(path: str) -> str:
 # DuckDB's read_parquet expands these as wildcards even in a list of exact file names:
 # unescaped, a warehouse under "r[1]" read the data files of a copy under "r1".
 GLOB_CHARACTERS = "*?["
+_ESCAPE_GLOB = str.maketrans({c: f"[{c}]" for c in GLOB_CHARACTERS})
 
 
 def exact_file(path: str) -> str:
@@ -217,7 +218,7 @@ def exact_file(path: str) -> str:
 
     "[*]", "[?]" and "[[]" each match the character itself (DuckDB 2.0); ']' alone is literal.
     """
-    return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
+    return path.translate(_ESCAPE_GLOB)
 
 
 def _read(paths: Sequence[str], numbered: bool = False) -> str:
