@@ -63,7 +63,7 @@ class FileSet:
         # Largest file first. DuckDB estimates a read_parquet list's rows as its first
         # file's rows times the number of files: led by a small late-data file, a 21M-row
         # target scan was estimated at 20k rows, and a join built its hash table on the
-        # whole target instead of the 35k changed keys (8x the probe's CPU on `medium`).
+        # whole target instead of the 35k changed keys (7x the probe's CPU on a `medium` day).
         # Led by the largest, the estimate is an upper bound.
         files = sorted(data_files, key=lambda f: -f.record_count)
         deletes = {f.file_path: f for f in delete_files}

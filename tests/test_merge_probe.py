@@ -60,7 +60,7 @@ def test_a_probe_builds_its_hash_table_on_the_new_keys_not_on_the_target(tmp_pat
     """DuckDB estimates a file list's rows from its first file: the largest comes first.
 
     Led by a small late-data file, a large target looked smaller than the new
-    keys and the join hashed the whole target (8x the probe's CPU on `medium`).
+    keys and the join hashed the whole target (7x the probe's CPU on a `medium` day).
     """
     catalog = open_catalog(tmp_path / "warehouse", create=True)
     create_tables(catalog, ("ips",))
