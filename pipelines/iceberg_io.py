@@ -21,24 +21,16 @@ from pyiceberg.io.pyarrow import (
     _dataframe_to_data_files,
     bin_pack_arrow_table,
     pyarrow_to_schema,
-    sanitize_column_names,
     schema_to_pyarrow,
     write_file,
 )
-from pyiceberg.manifest import (
-    DataFile,
-    DataFileContent,
-    ManifestContent,
-    ManifestEntryStatus,
-    ManifestFile,
-)
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent, ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.utils.properties import property_as_int
 
-from pipelines.pyiceberg_compat.data_file_writer import write_parquet
 from pipelines.recorder import Recorder
 
 EPOCH = date(1970, 1, 1)
@@ -268,12 +260,7 @@ def data_files(
         for batches in bin_pack_arrow_table(data.slice(start, end - start).combine_chunks(), target_size):
             tasks.append(WriteTask(write_uuid, next(counter), task_schema, batches, partition_key=key))
         start = end
-    if (
-        sanitize_column_names(schema) != schema
-        or metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet").lower() != "parquet"
-    ):
-        return list(write_file(io, metadata, iter(tasks)))
-    return write_parquet(io, metadata, tasks)
+    return list(write_file(io, metadata, iter(tasks)))
 
 
 @dataclass

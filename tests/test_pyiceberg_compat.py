@@ -15,28 +15,21 @@ import sys
 import tomllib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.conversions import to_bytes
 from pyiceberg.expressions import In, Reference
 from pyiceberg.expressions.literals import DateLiteral
 from pyiceberg.expressions.visitors import _ManifestEvalVisitor, manifest_evaluator
-from pyiceberg.io.pyarrow import (
-    PyArrowFileIO,
-    _dataframe_to_data_files,
-    pyarrow_to_schema,
-    schema_to_pyarrow,
-    write_file,
-)
+from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.manifest import ManifestFile, PartitionFieldSummary
-from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
+from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Transaction, WriteTask
+from pyiceberg.table import Transaction
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, NestedField
 
@@ -50,7 +43,6 @@ from pipelines.engine import DuckDBEngine
 from pipelines.iceberg_io import conform, data_files, live_data_files, live_files, overwrite_partitions, partition_files
 from pipelines.pipeline import SOURCE_TABLE, SOURCES, STAGES
 from pipelines.pyiceberg_compat import manifest_cache, manifest_eval_lock, transaction_metadata
-from pipelines.pyiceberg_compat.data_file_writer import write_parquet
 from tests.events import Event, at, batch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +63,7 @@ import json
 import pipelines.iceberg_io, pipelines.maintenance, pipelines.catalog
 from pyiceberg.expressions.visitors import _ManifestEvalVisitor
 from pyiceberg.manifest import ManifestFile
-from pyiceberg.table import Transaction, WriteTask
+from pyiceberg.table import Transaction
 members = [_ManifestEvalVisitor.eval, ManifestFile.fetch_manifest_entry, Transaction.__dict__["table_metadata"].fget]
 from pipelines import pyiceberg_compat
 before = pyiceberg_compat.installed_changes()
@@ -315,72 +307,6 @@ def test_partition_writer_matches_pyiceberg_writer(catalog, arrival: str) -> Non
     assert sorted(zip(*written.select(["account_id", "event_date"]).to_pydict().values(), strict=True)) == sorted(
         zip(range(2000), days, strict=True)
     )
-
-
-@pytest.mark.parametrize("name", ["ips.playback_daily", "ips.playback_daily_agg"])
-def test_data_file_writer_writes_what_pyiceberg_writes(catalog, name: str) -> None:
-    """``write_parquet`` gives the files ``write_file`` gives for the same tasks: the same
-    names but the write's uuid, Parquet schema (field ids), bytes, statistics and ``DataFile``."""
-    table = catalog.load_table(name)
-    arrow = schema_to_pyarrow(table.schema(), include_field_ids=False)
-    n = 500
-    day = [date(2026, 1, 1) + timedelta(days=i % 3) for i in range(n)]
-    columns = {
-        "event_id": pa.array([f"e{i}" for i in range(n)]),
-        "event_key": pa.array([i * 7919 for i in range(n)], pa.int64()),
-        "event_date": pa.array(day, pa.date32()),
-        "event_ts": pa.array(
-            [datetime.combine(d, datetime.min.time(), tzinfo=UTC) + timedelta(seconds=i) for i, d in enumerate(day)],
-            pa.timestamp("us", "UTC"),
-        ),
-        "account_id": pa.array([i % 17 for i in range(n)], pa.int64()),
-        "title_id": pa.array([i % 5 for i in range(n)], pa.int64()),
-        "country": pa.array(["US", "BR"][i % 2] for i in range(n)),
-        "device": pa.array(["tv", "web", "phone"][i % 3] for i in range(n)),
-        "view_seconds": pa.array([i for i in range(n)], pa.int32()),
-        "total_view_seconds": pa.array([i * 3 for i in range(n)], pa.int64()),
-        "plays": pa.array([1] * n, pa.int64()),
-        "distinct_titles": pa.array([i % 4 for i in range(n)], pa.int64()),
-    }
-    rows = conform(table, pa.table({f: columns[f] for f in arrow.names}).sort_by("event_date"))
-
-    def tasks(write_uuid: uuid.UUID) -> list[WriteTask]:
-        spec, schema = table.metadata.spec(), table.schema()
-        task_schema = pyarrow_to_schema(rows.schema, name_mapping=schema.name_mapping, format_version=2)
-        out = []
-        for i, d in enumerate(sorted(set(day))):
-            part = rows.filter(pc.equal(rows.column("event_date"), d))
-            key = PartitionKey([PartitionFieldValue(spec.fields[0], (d - date(1970, 1, 1)).days)], spec, schema)
-            out.append(WriteTask(write_uuid, i, task_schema, part.to_batches(), partition_key=key))
-        return out
-
-    mine, theirs = uuid.uuid4(), uuid.uuid4()
-    ours = write_parquet(table.io, table.metadata, tasks(mine))
-    upstream = list(write_file(table.io, table.metadata, iter(tasks(theirs))))
-    assert len(ours) == len(upstream) == 3
-    for a, b in zip(ours, upstream, strict=True):
-        assert a.file_path == b.file_path.replace(str(theirs), str(mine))
-        for field in (
-            "content",
-            "file_format",
-            "partition",
-            "record_count",
-            "file_size_in_bytes",
-            "column_sizes",
-            "value_counts",
-            "null_value_counts",
-            "nan_value_counts",
-            "lower_bounds",
-            "upper_bounds",
-            "split_offsets",
-            "sort_order_id",
-            "equality_ids",
-        ):
-            assert getattr(a, field) == getattr(b, field), field
-        pa_, pb = (pq.ParquetFile(f.file_path.removeprefix("file://")) for f in (a, b))
-        assert pa_.schema_arrow == pb.schema_arrow
-        assert pa_.schema_arrow.field(0).metadata == pb.schema_arrow.field(0).metadata
-        assert pa_.read().equals(pb.read())
 
 
 def test_tables_cap_dictionary_pages_so_unique_event_ids_fall_back_to_plain(catalog) -> None:

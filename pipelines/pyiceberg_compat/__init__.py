@@ -15,13 +15,11 @@ fails once upstream no longer behaves that way: then the change may go.
 - ``manifest_cache``: ``ManifestFile.fetch_manifest_entry`` parses each manifest once.
 - ``transaction_metadata``: ``Transaction.table_metadata`` copies nothing when nothing is staged, once per staged state.
 
-Three modules build on private members without replacing anything (so they are not in ``CHANGES``):
+Two modules build on private members without replacing anything (so they are not in ``CHANGES``):
 
 - ``writer_threads``: ``stop_writers()`` waits for the shared writer executor (``ExecutorFactory._instance``).
 - ``row_delta``: ``RowDelta``, a snapshot producer on ``_SnapshotProducer`` that writes delete manifests
   and removes delete files (merge-on-read), which upstream cannot.
-- ``data_file_writer``: ``write_parquet``, the data files ``write_file`` writes, its per-file setup
-  (``_get_parquet_writer_kwargs`` and the statistics plan) done once per write.
 """
 
 from __future__ import annotations
