@@ -25,11 +25,16 @@ PHASE_NOTE = (
 )
 
 
+def multi_valued(varied: dict[str, list[Any]]) -> list[str]:
+    """The options a sweep varies over two or more values, in --vary order."""
+    return [k for k, v in varied.items() if len(v) > 1]
+
+
 def point_labels(summary: dict[str, Any]) -> dict[str, str]:
     """A short label per point: the values of the options that vary across points, in --vary order."""
     points = summary.get("points", [])
     varied = summary.get("varied", {})
-    keys = [k for k, v in varied.items() if len(v) > 1] or list(varied)
+    keys = multi_valued(varied) or list(varied)
     labels = {}
     for entry in points:
         values = entry.get("values", {})

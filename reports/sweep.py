@@ -21,7 +21,7 @@ import pandas as pd
 
 from bench.contract import STRATEGIES, SWEEP_RESULTS, SWEEP_SUMMARY, TOTAL_STAGE, pct, pipeline_stages
 from reports.crossover import crossings, describe, use_log_scale
-from reports.engines import engines_lines
+from reports.engines import engines_lines, multi_valued
 from reports.floor import times
 from reports.freshness import duration
 from reports.render import machine_lines
@@ -72,13 +72,9 @@ def _stage_labels(df: pd.DataFrame) -> dict[str, str]:
     return {**labels, TOTAL_STAGE: "total"}
 
 
-def _multi(varied: dict[str, list[Any]]) -> list[str]:
-    return [k for k, v in varied.items() if len(v) > 1]
-
-
 def _facets(df: pd.DataFrame, var: str, varied: dict[str, list[Any]]) -> Iterator[tuple[str, pd.DataFrame]]:
     """(label, rows) per combination of the other varied options; one unlabelled facet if none."""
-    others = [k for k in _multi(varied) if k != var]
+    others = [k for k in multi_valued(varied) if k != var]
     if not others:
         yield "", df
         return
@@ -296,7 +292,7 @@ def plot_accuracy_vs(df: pd.DataFrame, var: str, varied: dict[str, list[Any]], o
 def _bar_label(point: str, varied: dict[str, list[Any]]) -> str:
     """A point's varied values, one ``name=value`` a line (those varied with two or more values)."""
     values = dict(part.split("=", 1) for part in point.split(",") if "=" in part)
-    return "\n".join(f"{k}={values[k]}" for k in _multi(varied) if k in values) or point
+    return "\n".join(f"{k}={values[k]}" for k in multi_valued(varied) if k in values) or point
 
 
 def plot_patterns(df: pd.DataFrame, varied: dict[str, list[Any]], out: Path) -> str:
@@ -422,7 +418,7 @@ def render_sweep(out: Path) -> Path:
     both = {"ips", "lookback"} <= set(measured.strategy) and bool(measured.ips_over_lookback_wall_s.notna().any())
     # Only options with two or more values among the points that ran give something to plot against.
     # Options with no numeric axis (the engine, the write mode) are compared in the per-stage tables instead.
-    multi = [k for k in _multi(varied) if k in AXIS_LABELS and k in measured and measured[k].nunique() > 1]
+    multi = [k for k in multi_valued(varied) if k in AXIS_LABELS and k in measured and measured[k].nunique() > 1]
     n_passed = sum(p["passed"] for p in summary["points"])
     sc = summary["scenario"]
     lines = [
