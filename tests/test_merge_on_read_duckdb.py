@@ -33,6 +33,9 @@ from tests.events import Event, at, batch, run_ips_day
 # A few days: late rows reach earlier dates from day 1 on, so the merges by key replace rows.
 FEW = {"days": 5, "warmup_days": 1, "strategies": ("ips",)}
 MERGED = ("playback_daily_agg", "account_cumulative")  # the stages that merge by key
+# `tiny`'s aggregate partitions hold ~10-1,500 rows: below this many rows a merge rewrites a
+# partition whole, above it writes position deletes, so a `tiny` run does both.
+TINY_WHOLE_BELOW = 200
 
 
 def sorted_rows(rows: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -56,8 +59,20 @@ def delete_files(catalog: Any, name: str) -> list[Any]:
 def mor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     scenario = from_preset("tiny", merge_mode="merge-on-read", **FEW)
     warehouse = tmp_path_factory.mktemp("mor") / "wh"
-    run = simulate(scenario, warehouse, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DuckDBEngine, "WHOLE_BELOW_ROWS", TINY_WHOLE_BELOW)
+        run = simulate(scenario, warehouse, progress=False)
     return warehouse, run
+
+
+def rewrote_whole(catalog: Any, name: str) -> bool:
+    """Whether a merge by key written merge-on-read into ``name`` rewrote a partition whole (removed files)."""
+    return any(
+        s.summary.get(row_level.ROW_DELTA_PROPERTY) == row_level.MERGE_BY_KEY
+        and int(s.summary.get("deleted-data-files") or 0) > 0
+        for s in catalog.load_table(name).metadata.snapshots
+        if s.summary is not None
+    )
 
 
 def test_merge_on_read_is_accepted_for_duckdb_and_bad_modes_are_not() -> None:
@@ -76,6 +91,7 @@ def test_duckdb_merges_write_position_deletes_and_every_reader_equals_the_oracle
         marks = [s.summary.get(row_level.ROW_DELTA_PROPERTY) for s in snaps if s.summary is not None]
         assert row_level.MERGE_BY_KEY in marks, name
         assert delete_files(catalog, name), name
+        assert rewrote_whole(catalog, name), name  # and small partitions rewritten whole
     for stage in PIPELINE:
         name = f"ips.{stage.name}"
         by_pyiceberg = sorted_rows(catalog.load_table(name).scan().to_arrow(), stage.key)
@@ -124,12 +140,16 @@ AGG = "ips.playback_daily_agg"
 KEY = ("event_date", "account_id")
 
 
-def merge(catalog: Any, rows: pa.Table, days: list[date], fault: Any = None) -> None:
-    """A merge by key of ``rows`` into the (merge-on-read) aggregate table, through the DuckDB engine."""
+def merge(catalog: Any, rows: pa.Table, days: list[date], fault: Any = None, whole_below: int = 0) -> None:
+    """A merge by key of ``rows`` into the (merge-on-read) aggregate table, through the DuckDB engine.
+
+    Partitions of fewer than ``whole_below`` rows are rewritten whole (default: none, the tables here are small).
+    """
     from pipelines.iceberg_io import plan_dates
 
     table = catalog.load_table(AGG)
     engine = DuckDBEngine()
+    engine.WHOLE_BELOW_ROWS = whole_below
     engine.bind_arrow("incoming", rows)
     engine.merge_by_key(
         table,
@@ -188,6 +208,50 @@ def test_capture_takes_a_row_delta_as_its_changed_rows_not_whole_partitions(mor_
     assert walk.rewritten_days == {(DAYS[1] - EPOCH).days} and walk.appended == []
 
 
+def files_of(catalog: Any, day: date, content: ManifestContent) -> list[Any]:
+    return [f for f in live_files(catalog.load_table(AGG), None, content) if f.partition[0] == (day - EPOCH).days]
+
+
+def test_a_small_partition_is_rewritten_whole_and_capture_still_takes_changed_rows(mor_catalog) -> None:
+    small, large = DAYS
+    table = mor_catalog.load_table(AGG)
+    from pipelines.iceberg_io import append_files
+
+    append_files(table, pa.concat_tables([agg_rows([small], range(4), 1), agg_rows([large], range(20), 1)]))
+    watermark = mor_catalog.load_table(AGG).metadata.current_snapshot_id
+    # Partitions of fewer than 10 rows are rewritten whole: the 4-row one, not the 20-row one.
+    merge(mor_catalog, agg_rows(DAYS, range(2, 6), 50), DAYS, whole_below=10)
+    expected = sorted_rows(
+        pa.concat_tables(
+            [
+                agg_rows([small], range(2), 1),
+                agg_rows([large], range(2), 1),
+                agg_rows(DAYS, range(2, 6), 50),
+                agg_rows([large], range(6, 20), 1),
+            ]
+        ),
+        KEY,
+    )
+    rows = sorted_rows(mor_catalog.load_table(AGG).scan().to_arrow(), KEY)
+    assert rows.equals(expected.cast(rows.schema))
+    by_duckdb = sorted_rows(duckdb_read(mor_catalog, AGG), KEY)
+    assert by_duckdb.equals(expected.cast(by_duckdb.schema))
+    [rewritten] = files_of(mor_catalog, small, ManifestContent.DATA)
+    assert rewritten.record_count == 6 and files_of(mor_catalog, small, ManifestContent.DELETES) == []
+    assert len(files_of(mor_catalog, large, ManifestContent.DATA)) == 2
+    assert [d.record_count for d in files_of(mor_catalog, large, ManifestContent.DELETES)] == [4]
+    # IpCapture: still a row delta. The small partition's captured rows are its whole new file
+    # (the rows it removed are among them), the large one's its 4 changed rows; nothing rewritten.
+    walk = changed_files(mor_catalog.load_table(AGG), watermark)
+    assert walk.rewritten_days == set() and walk.non_append == []
+    assert sorted(f.record_count for f in walk.appended) == [4, 6]
+    # A second whole rewrite in the same range: the file captured first is removed, the new one taken.
+    merge(mor_catalog, agg_rows([small], range(5, 7), 60), [small], whole_below=10)
+    walk = changed_files(mor_catalog.load_table(AGG), watermark)
+    assert rewritten.file_path not in {f.file_path for f in walk.appended}
+    assert sorted(f.record_count for f in walk.appended) == [4, 7] and walk.rewritten_days == set()
+
+
 def test_a_merge_into_empty_partitions_adds_rows_and_no_delete_file(mor_catalog) -> None:
     merge(mor_catalog, agg_rows(DAYS, range(3), 5), DAYS)
     rows = sorted_rows(mor_catalog.load_table(AGG).scan().to_arrow(), KEY)
@@ -239,8 +303,11 @@ def test_a_crash_between_writing_delete_files_and_committing_leaves_nothing_visi
     assert sorted(r["total_view_seconds"] for r in after.to_pylist()) == [1] * 8 + [80] * 4
 
 
-def test_ips_days_with_merge_on_read_after_a_crash_equal_the_oracle(tmp_path: Path) -> None:
+def test_ips_days_with_merge_on_read_after_a_crash_equal_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The workflow's own fault points, on merge-on-read targets: retry, then a further day, stay exact."""
+    monkeypatch.setattr(DuckDBEngine, "WHOLE_BELOW_ROWS", 0)  # a few rows a partition: position deletes
     from datagen.ingest import ingest_batch
     from pipelines.context import StageContext
     from pipelines.ips import workflow
@@ -299,8 +366,12 @@ def test_spark_reads_duckdb_merge_on_read_tables_as_the_oracle(mor_run) -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
-def test_days_alternate_between_duckdb_and_spark_merge_on_read_and_stay_exact(tmp_path: Path) -> None:
+def test_days_alternate_between_duckdb_and_spark_merge_on_read_and_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bench.cli import main
+
+    monkeypatch.setattr(DuckDBEngine, "WHOLE_BELOW_ROWS", TINY_WHOLE_BELOW)
 
     wh = tmp_path / "wh"
     init = ["init", "--warehouse", str(wh), "--preset", "tiny", "--days", "4", "--warmup-days", "1"]

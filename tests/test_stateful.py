@@ -164,14 +164,19 @@ class IpsMachine(RuleBasedStateMachine):
         self.lookback_current = True
         self.unchecked = False
 
-    @initialize(mode=st.sampled_from(MERGE_MODES))
-    def choose_merge_mode(self, mode: str) -> None:
-        """The IPS targets' write.merge.mode: merges by key rewrite files, or write position deletes."""
+    @initialize(mode=st.sampled_from(MERGE_MODES), whole_below=st.sampled_from([0, 3, DuckDBEngine.WHOLE_BELOW_ROWS]))
+    def choose_merge_mode(self, mode: str, whole_below: int = 0) -> None:
+        """The IPS targets' write.merge.mode: merges by key rewrite files, or write position deletes.
+
+        Merge-on-read rewrites a partition of fewer than ``whole_below`` rows whole instead
+        (the default rewrites every partition here whole; 0: none; 3: some).
+        """
         for s in STAGES:
             table = self.catalog.load_table(f"ips.{s}")
             with table.transaction() as tx:
                 tx.set_properties({"write.merge.mode": mode})
-        event(f"merge mode {mode}")
+        self.engine.WHOLE_BELOW_ROWS = whole_below
+        event(f"merge mode {mode}" + (f", whole below {whole_below} rows" if mode == "merge-on-read" else ""))
 
     # -- arrivals -----------------------------------------------------------
 

@@ -12,11 +12,13 @@ Snapshots that are not APPENDs are never skipped silently:
   change; it is counted and passed over, as is an OVERWRITE written by our
   compactor (pyiceberg cannot write REPLACE) that kept every record.
 - A merge by key written merge-on-read (``pipelines.row_level``: an
-  OVERWRITE marked ``ROW_DELTA_PROPERTY``, removing no file) is a row-level
-  change: every row its position deletes remove is replaced by a row of the
-  same key in the data files it adds, so those data files hold exactly the
-  changed rows and are captured like appended ones (downstream gets the
-  changed keys, not whole partitions). One exception keeps the ICDC rows
+  OVERWRITE marked ``ROW_DELTA_PROPERTY``) is a row-level change: every row
+  its position deletes remove is replaced by a row of the same key in the
+  data files it adds, so those data files hold exactly the changed rows and
+  are captured like appended ones (downstream gets the changed keys, not
+  whole partitions). The small partitions it rewrites whole keep that
+  promise too: the files it removes leave the capture, and the rows they held
+  are among the rows it adds. One exception keeps the ICDC rows
   live: when its deletes fall in a partition where a file captured earlier in
   the same range lies (those deleted rows would still show in the ICDC
   table), that partition is rewritten.
@@ -142,12 +144,10 @@ def _is_compaction(snapshot: Snapshot) -> bool:
     return added == deleted - int(summary.get("removed-position-deletes") or 0)
 
 
-def _is_row_delta(snapshot: Snapshot, entries: list[tuple[ManifestEntryStatus, DataFile]]) -> bool:
-    """A merge by key written merge-on-read by this project: it adds files and removes none."""
+def _is_row_delta(snapshot: Snapshot) -> bool:
+    """A merge by key written merge-on-read by this project (it may also rewrite small partitions whole)."""
     summary = snapshot.summary
-    if summary is None or summary.get(ROW_DELTA_PROPERTY) != MERGE_BY_KEY:
-        return False
-    return all(status == ManifestEntryStatus.ADDED for status, _ in entries)
+    return summary is not None and summary.get(ROW_DELTA_PROPERTY) == MERGE_BY_KEY
 
 
 def _may_name(delete_file: DataFile, data_file: DataFile) -> bool:
@@ -196,10 +196,13 @@ def changed_files(table: Table, from_exclusive: int | None) -> Walk:
         op = s.summary.operation if s.summary is not None else None
         if op == Operation.APPEND:
             walk.appended.extend(added_files(table, s))
-        elif op == Operation.OVERWRITE and _is_row_delta(s, entries := own_entries(table, s)):
+        elif op == Operation.OVERWRITE and _is_row_delta(s):
+            entries = own_entries(table, s)
             captured = list(walk.appended)
-            for _, f in entries:
-                if f.content == DataFileContent.DATA:
+            for status, f in entries:
+                if status == ManifestEntryStatus.DELETED:
+                    removed.add(f.file_path)
+                elif f.content == DataFileContent.DATA:
                     walk.appended.append(f)
                 elif any(_may_name(f, c) for c in captured):
                     walk.rewritten_days.add(int(f.partition[0]))
