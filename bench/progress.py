@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections import deque
 from typing import TextIO
 
 BAR_WIDTH = 24
+# The time left is read from the pace of the last few updates: a run's first updates (the warm-up's
+# ingest-only days) go much faster than the measured days that follow.
+PACE_UPDATES = 3
 
 
 class Progress:
@@ -21,13 +25,16 @@ class Progress:
         self.t0 = time.perf_counter()
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self._recent: deque[tuple[int, float]] = deque([(0, 0.0)], maxlen=PACE_UPDATES + 1)
 
     def update(self, done: int, detail: str = "") -> None:
         if not self.enabled:
             return
         filled = int(BAR_WIDTH * done / max(self.total, 1))
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / done * (self.total - done) if done else 0.0
+        self._recent.append((done, elapsed))
+        (done0, t0), (done1, t1) = self._recent[0], self._recent[-1]
+        eta = (t1 - t0) / (done1 - done0) * (self.total - done) if done1 > done0 else 0.0
         line = (
             f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{self.total} "
             f"{elapsed:6.1f}s elapsed, ~{eta:5.1f}s left  {detail}"

@@ -43,3 +43,16 @@ def test_disabled_writes_nothing() -> None:
     out = Terminal()
     Progress(2, "ipsbench", enabled=False, stream=out).update(1)
     assert out.getvalue() == ""
+
+
+def test_the_time_left_follows_the_pace_of_the_last_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five quick days (ingest only, as a warm-up's), then days of 10 s each.
+    clock = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 15.0, 25.0, 35.0])
+    monkeypatch.setattr("bench.progress.time.perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = Progress(10, "ipsbench", stream=out)
+    for done in range(1, 9):
+        bar.update(done)
+    lines = out.getvalue().splitlines()
+    assert "~  5.0s left" in lines[4]  # after 5 of 10 at 1 s each
+    assert "~ 20.0s left" in lines[7]  # 2 left at the last 3 days' 10 s each
