@@ -241,6 +241,12 @@ def _split(files: Sequence[DataFile], days: set[int]) -> tuple[list[DataFile], l
     return inside, [f for f in files if int(f.partition[0]) not in days]
 
 
+def _kept_rows(keys: Sequence[str]) -> str:
+    """The rows of ``merge_target`` whose key ``merge_source`` does not hold: what a rewrite keeps."""
+    on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
+    return f"SELECT o.* FROM merge_target o WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on})"
+
+
 class DuckDBEngine:
     """Runs the stage SQL in an in-process DuckDB with the session in UTC; writes through pyiceberg.
 
@@ -525,15 +531,11 @@ class DuckDBEngine:
         if merge_on_read(target):
             self._merge_on_read(target, sql, keys, dates, old, recorder, fault)
             return
-        on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
         with recorder.phase("transform"):
             new_rows = self.materialize("merge_source", sql)
             self.bind_files("merge_target", old, arrow_schema(target), in_dates("event_date", dates))
             # Copy-on-write: the touched partitions are rewritten whole, unchanged keys included.
-            merged = (
-                f"SELECT o.* FROM merge_target o WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on}) "
-                "UNION ALL SELECT * FROM merge_source"
-            )
+            merged = f"{_kept_rows(keys)} UNION ALL SELECT * FROM merge_source"
             if old.rows + new_rows <= self.CHUNK_ROWS:
                 output: Iterable[pa.Table] = self.ordered(merged)
             else:
@@ -576,11 +578,7 @@ class DuckDBEngine:
             if whole:
                 # The rewritten partitions' other rows, kept (as copy-on-write keeps them).
                 self.bind_files("merge_target", FileSet.of(whole_data, whole_deletes), arrow_schema(target))
-                on = " AND ".join(f'n."{k}" = o."{k}"' for k in keys)
-                added_rows += (
-                    " UNION ALL SELECT o.* FROM merge_target o "
-                    f"WHERE NOT EXISTS (SELECT 1 FROM merge_source n WHERE {on})"
-                )
+                added_rows += f" UNION ALL {_kept_rows(keys)}"
             new_rows = self.query(f"SELECT * FROM ({added_rows}) AS a ORDER BY event_date")
         with recorder.phase("probe"):
             # The live rows the new ones replace in the other partitions: their files and row positions.
