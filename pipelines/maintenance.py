@@ -18,7 +18,6 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.table import Table
@@ -114,7 +113,7 @@ def compact(table: Table, min_files: int = 4, keep_main_file: bool = True) -> tu
         for files, ds in groups
         for f in data_files(
             table.metadata,
-            pa.concat_tables([read_live(table, f, ds, schema) for f in files]),
+            read_live(table, files, ds, schema),
             table.io,
             commit_uuid,
             counter,

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -140,17 +141,28 @@ def commit_row_delta(
         delta.commit()
 
 
-def read_live(table: Table, data_file: DataFile, deletes: Sequence[DataFile], schema: pa.Schema) -> pa.Table:
-    """The rows of ``data_file`` that none of the position-delete files ``deletes`` removes."""
-    with table.io.new_input(data_file.file_path).open() as stream:
-        rows = pq.read_table(stream, schema=schema)
-    positions = []
-    for d in deletes:
-        with table.io.new_input(d.file_path).open() as stream:
-            named = pq.read_table(stream, columns=["file_path", "pos"])
-        positions.append(named.filter(pc.equal(named.column("file_path"), data_file.file_path)).column("pos"))
-    if not positions or not any(len(p) for p in positions):
-        return rows
-    gone = pa.chunked_array([c for p in positions for c in p.chunks], pa.int64())
-    keep = pc.invert(pc.is_in(pa.array(range(rows.num_rows), pa.int64()), gone))
-    return rows.filter(keep)
+def read_live(table: Table, data_files: Sequence[DataFile], deletes: Sequence[DataFile], schema: pa.Schema) -> pa.Table:
+    """The rows of ``data_files`` that none of the position-delete files ``deletes`` removes.
+
+    Each file is read once: the delete files' positions first, then each data
+    file with the positions naming it dropped.
+    """
+
+    def read(path: str, columns: list[str] | None = None) -> pa.Table:
+        with table.io.new_input(path).open() as stream:
+            if columns is None:
+                return pq.read_table(stream, schema=schema)
+            return pq.read_table(stream, columns=columns)
+
+    named = pa.concat_tables([read(d.file_path, ["file_path", "pos"]) for d in deletes]) if deletes else None
+    parts = []
+    for f in data_files:
+        rows = read(f.file_path)
+        if named is not None:
+            gone = named.filter(pc.equal(named.column("file_path"), f.file_path)).column("pos").to_numpy()
+            if len(gone):
+                keep = np.ones(rows.num_rows, dtype=bool)
+                keep[gone] = False
+                rows = rows.filter(pa.array(keep))
+        parts.append(rows)
+    return pa.concat_tables(parts) if parts else schema.empty_table()
