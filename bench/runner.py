@@ -161,15 +161,18 @@ def _maintain(
     """Periodic upkeep a real deployment runs, timed apart from the stages.
 
     Shared: compact the source's small late-data files, expire snapshots.
-    IPS's own: its MERGE appends a small file per changed partition each run,
-    so the targets of its MERGE stages (``ips.playback_daily``) are compacted
-    too, and that cost is charged to IPS.
+    IPS's own, charged to IPS: its MERGE appends a small file per changed
+    partition each run, and on merge-on-read its merges by key (the filter and
+    forward patterns) add a delete file and a data file to each partition they
+    touch; so the targets of every stage but the range pattern's (which replaces
+    partitions) are compacted, their delete files folded. A copy-on-write
+    filter or forward target has nothing to compact.
     """
     rows = []
     jobs: list[tuple[str, str, Callable[[], int]]] = [
         ("shared", "compaction", lambda: compact(catalog.load_table(SOURCE_TABLE), SOURCE_COMPACT_MIN_FILES)[0]),
     ]
-    merged = [s.table("ips") for s in pipeline if s.pattern == "merge"]
+    merged = [s.table("ips") for s in pipeline if s.pattern != "range"]
     if "ips" in scenario.strategies and merged:
         jobs.append(("ips", "compaction", lambda: sum(compact(catalog.load_table(t))[0] for t in merged)))
     tables = [SOURCE_TABLE] + [stage.table(s) for s in scenario.strategies for stage in pipeline]

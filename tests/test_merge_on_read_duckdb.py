@@ -31,7 +31,8 @@ from pipelines.recorder import NullRecorder
 from tests.events import Event, at, batch, run_ips_day
 
 # A few days: late rows reach earlier dates from day 1 on, so the merges by key replace rows.
-FEW = {"days": 5, "warmup_days": 1, "strategies": ("ips",)}
+# Maintenance after day 2 (0-based): days 3 and 4 write deletes again.
+FEW = {"days": 5, "warmup_days": 1, "strategies": ("ips",), "maintenance_every_days": 3}
 MERGED = ("playback_daily_agg", "account_cumulative")  # the stages that merge by key
 # `tiny`'s aggregate partitions hold ~10-1,500 rows: below this many rows a merge rewrites a
 # partition whole, above it writes position deletes, so a `tiny` run does both.
@@ -56,13 +57,21 @@ def delete_files(catalog: Any, name: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def mor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def mor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[int, dict[str, int]]]:
+    """A tiny merge-on-read run, and the live delete files of the merged targets after each day."""
     scenario = from_preset("tiny", merge_mode="merge-on-read", **FEW)
     warehouse = tmp_path_factory.mktemp("mor") / "wh"
+    deletes: dict[int, dict[str, int]] = {}
+
+    def count_deletes(day: int) -> None:
+        catalog = open_catalog(warehouse)
+        deletes[day] = {m: len(delete_files(catalog, f"ips.{m}")) for m in MERGED}
+        catalog.engine.dispose()
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DuckDBEngine, "WHOLE_BELOW_ROWS", TINY_WHOLE_BELOW)
-        run = simulate(scenario, warehouse, progress=False)
-    return warehouse, run
+        run = simulate(scenario, warehouse, progress=False, on_day=count_deletes)
+    return warehouse, run, deletes
 
 
 def rewrote_whole(catalog: Any, name: str) -> bool:
@@ -82,7 +91,7 @@ def test_merge_on_read_is_accepted_for_duckdb_and_bad_modes_are_not() -> None:
 
 
 def test_duckdb_merges_write_position_deletes_and_every_reader_equals_the_oracle(mor_run) -> None:
-    warehouse, run = mor_run
+    warehouse, run, _ = mor_run
     assert run.verdicts["ips"].equal_to_oracle, run.verdicts["ips"].per_stage
     catalog = open_catalog(warehouse)
     for merged in MERGED:
@@ -105,8 +114,18 @@ def test_duckdb_merges_write_position_deletes_and_every_reader_equals_the_oracle
     assert check(catalog, scenario)["ips"].equal_to_oracle
 
 
+def test_maintenance_folds_the_merged_targets_deletes(mor_run) -> None:
+    # IPS's compaction covers the filter and forward targets too: right after the maintenance
+    # (day 2) neither holds a live delete file; before it and after it, merges had written some.
+    _, run, deletes = mor_run
+    assert [r["day"] for r in run.rows if r["stage"] == "compaction" and r["strategy"] == "ips"] == [2]
+    for merged in MERGED:
+        assert deletes[1][merged] > 0 and deletes[2][merged] == 0 and deletes[4][merged] > 0, (merged, deletes)
+    assert run.verdicts["ips"].equal_to_oracle
+
+
 def test_merge_on_read_writes_less_than_copy_on_write_and_the_same_rows(mor_run, tmp_path: Path) -> None:
-    warehouse, mor = mor_run
+    warehouse, mor, _ = mor_run
     cow = simulate(from_preset("tiny", **FEW), tmp_path / "cow", progress=False)
     assert cow.verdicts["ips"].equal_to_oracle
     catalog_mor, catalog_cow = open_catalog(warehouse), open_catalog(tmp_path / "cow")
@@ -351,7 +370,7 @@ def test_spark_reads_duckdb_merge_on_read_tables_as_the_oracle(mor_run) -> None:
     from pipelines.spark_engine import identifier
     from pipelines.spark_session import spark_session
 
-    warehouse, _ = mor_run
+    warehouse, _, _ = mor_run
     catalog = open_catalog(warehouse)
     spark = spark_session(warehouse)
     for stage in PIPELINE:
