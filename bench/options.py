@@ -107,8 +107,9 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--merge-mode",
         help=(
-            "write.merge.mode of the IPS targets: copy-on-write (default) or merge-on-read "
-            "(position deletes plus the new rows; both engines)"
+            "write.merge.mode of the IPS targets: merge-on-read (default: position deletes plus the "
+            "new rows, folded at each maintenance) or copy-on-write (the touched partitions "
+            "rewritten); both engines"
         ),
     )
     g.add_argument("--strategies", help="comma list of lookback,ips (default both)")

@@ -74,14 +74,15 @@ def open_catalog(warehouse: Path, create: bool = False, catalog_uri: str | None 
 def create_tables(
     catalog: SqlCatalog,
     strategies: tuple[str, ...],
-    ips_merge_mode: str = "copy-on-write",
+    ips_merge_mode: str,
     *,
     pipeline: Sequence[Stage] = PIPELINE,
 ) -> None:
     """Create the source tables and each strategy's target table of every stage of ``pipeline``.
 
     Args:
-        ips_merge_mode: ``write.merge.mode`` of the IPS targets. Both engines honour
+        ips_merge_mode: ``write.merge.mode`` of the IPS targets (the modes and the
+            default: ``bench.scenario``). Both engines honour
             ``merge-on-read`` (position-delete files plus the new rows instead of
             rewritten files): Spark's MERGE, and the DuckDB engine's merge by key
             (``pipelines.row_level``).

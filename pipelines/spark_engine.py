@@ -28,8 +28,6 @@ from pipelines.iceberg_io import FileSet, added_since
 from pipelines.recorder import FaultHook, Recorder
 from pipelines.spark_session import spark_session
 
-MERGE_MODES = ("copy-on-write", "merge-on-read")
-
 
 def identifier(table: Table) -> str:
     return ".".join((CATALOG_NAME, *table.name()[-2:]))

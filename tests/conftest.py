@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from pyiceberg.catalog.sql import SqlCatalog
 
+from bench.scenario import DEFAULT_MERGE_MODE
 from pipelines.catalog import create_tables, open_catalog
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"
 def catalog(tmp_path: Path) -> Iterator[SqlCatalog]:
     """A fresh warehouse with the source table and both strategies' tables."""
     cat = open_catalog(tmp_path / "warehouse", create=True)
-    create_tables(cat, ("lookback", "ips"))
+    create_tables(cat, ("lookback", "ips"), DEFAULT_MERGE_MODE)
     yield cat
     cat.engine.dispose()
 

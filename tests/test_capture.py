@@ -13,6 +13,7 @@ from pyiceberg.io.fsspec import FsspecFileIO
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table.snapshots import Operation
 
+from bench.scenario import DEFAULT_MERGE_MODE
 from datagen.ingest import ingest_batch
 from pipelines import pyiceberg_compat
 from pipelines.catalog import CATALOG_NAME, create_tables
@@ -160,7 +161,7 @@ def memory_catalog(tmp_path) -> Iterator[SqlCatalog]:
         warehouse=root,
         **{"py-io-impl": f"{__name__}.MemoryFileIO"},
     )
-    create_tables(catalog, ())
+    create_tables(catalog, (), DEFAULT_MERGE_MODE)
     yield catalog
     catalog.engine.dispose()
     fsspec.filesystem("memory").rm(root, recursive=True)

@@ -26,7 +26,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update import SetSnapshotRefUpdate
 
 from bench.runner import check
-from bench.scenario import from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, from_preset
 from datagen.ingest import ingest_batch
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
@@ -88,7 +88,7 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     catalog = open_catalog(path, create=True)
     engine = DuckDBEngine()
     try:
-        create_tables(catalog, SCENARIO.strategies)
+        create_tables(catalog, SCENARIO.strategies, DEFAULT_MERGE_MODE)
         ingest_batch(catalog, batch(day0()))
         run_ips_workflows(catalog, engine)
         ingest_batch(catalog, batch(day1()))

@@ -17,7 +17,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import TableProperties
 
-from bench.scenario import from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, from_preset
 from datagen.ingest import (
     BATCH_ID_PROPERTY,
     BATCH_LEDGER_PREFIX,
@@ -158,7 +158,7 @@ def kill_until_done(context: Any, warehouse: Path, progress: Path, rng: random.R
     Returns how many kills landed inside the job's ingests (before the last day's commit).
     """
     setup = open_catalog(warehouse, create=True)
-    create_tables(setup, ("ips",))
+    create_tables(setup, ("ips",), DEFAULT_MERGE_MODE)
     setup.engine.dispose()
     mid_ingest = 0
     t0 = time.perf_counter()
@@ -308,7 +308,7 @@ def ingest_at_once(warehouse: Path, day: int, start: Any, results: Any) -> None:
 def test_two_processes_ingesting_one_batch_at_once_commit_it_once(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse"
     setup = open_catalog(warehouse, create=True)
-    create_tables(setup, ("ips",))
+    create_tables(setup, ("ips",), DEFAULT_MERGE_MODE)
     setup.engine.dispose()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.runner import check
-from bench.scenario import from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, from_preset
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.pipeline import STAGES
 from tests.events import Event, at, batch, run_ips_day
@@ -63,7 +63,7 @@ def event_streams(draw: Any) -> list[list[Event]]:
 
 def fresh(path: Path) -> Any:
     catalog = open_catalog(path, create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     return catalog
 
 

@@ -30,7 +30,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from bench.cli import main
 from bench.runner import check
-from bench.scenario import SCENARIO_FILE, Scenario
+from bench.scenario import DEFAULT_MERGE_MODE, SCENARIO_FILE, Scenario
 from datagen.ingest import ingest_batch
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.context import StageContext
@@ -211,7 +211,7 @@ class InjectedKill(Exception):
 
 def test_run_killed_between_watermark_and_log_is_not_reported_abandoned(tmp_path: Path) -> None:
     catalog = open_catalog(tmp_path / "warehouse", create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     engine = DuckDBEngine()
 
     def kill_during_commit(point: str) -> None:

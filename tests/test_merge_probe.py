@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from bench.scenario import DEFAULT_MERGE_MODE
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.engine import DuckDBEngine, Key
 from pipelines.iceberg_io import append, plan_dates
@@ -25,7 +26,7 @@ E3 = Event("e3", 3, 12, "GB", "tv", at(1, 7), 300, at(1, 8))
 @pytest.mark.parametrize("key", [Key("event_id", "event_key"), Key("event_id")], ids=["probe", "identity"])
 def test_a_resend_is_not_inserted_and_a_colliding_key_does_not_hide_a_new_event(tmp_path: Path, key: Key) -> None:
     catalog = open_catalog(tmp_path / "warehouse", create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     target = catalog.load_table(STAGE.table("ips"))
     engine = DuckDBEngine()
     try:
@@ -63,7 +64,7 @@ def test_a_probe_builds_its_hash_table_on_the_new_keys_not_on_the_target(tmp_pat
     keys and the join hashed the whole target (7x the probe's CPU on a `medium` day).
     """
     catalog = open_catalog(tmp_path / "warehouse", create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     engine = DuckDBEngine()
     try:
         events = [Event(f"e{i}", i, 10, "US", "tv", at(0, 1), 100, at(0, 2)) for i in range(3000)]

@@ -20,6 +20,7 @@ import pytest
 from pyiceberg.expressions import AlwaysTrue
 
 from bench.cli import main
+from bench.scenario import DEFAULT_MERGE_MODE
 from datagen.ingest import ingest_batch
 from pipelines.catalog import create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
@@ -86,7 +87,7 @@ def test_catalog_and_metadata_stay_in_a_warehouse_named_with_uri_characters(tmp_
     warehouse = tmp_path / "w#1 ?x [2] %20"
     catalog = open_catalog(warehouse, create=True)
     try:
-        create_tables(catalog, ("ips",))
+        create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
         ingest_batch(catalog, batch(EVENTS))
         table = catalog.load_table("source.playback")
         assert table.scan().to_arrow().num_rows == 2
@@ -104,7 +105,7 @@ def test_duckdb_reads_exactly_the_planned_files_under_a_wildcard_name(tmp_path: 
     warehouse = tmp_path / "r[1]"
     catalog = open_catalog(warehouse, create=True)
     try:
-        create_tables(catalog, ("ips",))
+        create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
         ingest_batch(catalog, batch(EVENTS))
         table = catalog.load_table("source.playback")
         files = plan(table, AlwaysTrue())
@@ -199,7 +200,7 @@ def test_spark_reads_and_writes_a_warehouse_named_with_uri_characters(
 ) -> None:
     warehouse = tmp_path / ODD / "warehouse"
     catalog = open_catalog(warehouse, create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     ingest_batch(catalog, batch(EVENTS))
     spark = spark_app(warehouse)  # the worker's Spark application (conftest), on this warehouse's catalog
     assert spark.sql("SELECT count(*) FROM ipsbench.source.playback").collect()[0][0] == 2

@@ -23,7 +23,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import DateType, LongType, NestedField, StringType
 
 from bench.runner import check, days_order, run_strategy_stage
-from bench.scenario import from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, from_preset
 from datagen.ingest import ingest_batch
 from pipelines import logic
 from pipelines.catalog import create_tables, open_catalog
@@ -150,7 +150,7 @@ def test_a_stage_declared_in_the_test_runs_through_lookback_ips_and_oracle(
 ) -> None:
     assert COUNTRY_DAILY_VIEW.name not in STAGES  # declared here only
     catalog = open_catalog(tmp_path / "warehouse", create=True)
-    create_tables(catalog, SCENARIO.strategies, pipeline=pipeline)
+    create_tables(catalog, SCENARIO.strategies, DEFAULT_MERGE_MODE, pipeline=pipeline)
     days = arrivals()
     engine = DuckDBEngine()
     try:
@@ -193,5 +193,5 @@ def test_a_stage_declared_in_the_test_runs_through_lookback_ips_and_oracle(
 def test_a_pipeline_that_does_not_hold_together_is_refused(tmp_path: Path, declared: Stage, problem: str) -> None:
     catalog = open_catalog(tmp_path / "warehouse", create=True)
     with pytest.raises(ValueError, match=problem):
-        create_tables(catalog, ("ips",), pipeline=(*PIPELINE, declared))
+        create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE, pipeline=(*PIPELINE, declared))
     assert catalog.list_namespaces() == []  # refused before any table is created

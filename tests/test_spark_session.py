@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from bench.scenario import DEFAULT_MERGE_MODE
 from datagen.ingest import ingest_batch
 from pipelines.catalog import CatalogMissing, create_tables, open_catalog
 from pipelines.engine import DuckDBEngine
@@ -41,7 +42,7 @@ def _micros(e: Event) -> int:
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("spark") / "warehouse"
     cat = open_catalog(path, create=True)
-    create_tables(cat, ("ips",))
+    create_tables(cat, ("ips",), DEFAULT_MERGE_MODE)
     ingest_batch(cat, batch(EVENTS[:2]))
     ingest_batch(cat, batch([*EVENTS[2:], RESENT]))
     cat.engine.dispose()
@@ -159,7 +160,7 @@ def test_a_second_warehouse_gets_its_own_catalog(spark: SparkSession, tmp_path: 
 
     other = tmp_path / "other"
     cat = open_catalog(other, create=True)
-    create_tables(cat, ())
+    create_tables(cat, (), DEFAULT_MERGE_MODE)
     ingest_batch(cat, batch([Event("x1", 9, 1, "FR", "tv", at(0, 0), 5, at(0, 1))]))
     cat.engine.dispose()
     session = spark_session(other, master="local[*]")  # the worker's application, another catalog

@@ -38,7 +38,7 @@ from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
 from bench.runner import check
-from bench.scenario import MERGE_MODES, from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, MERGE_MODES, from_preset
 from datagen.ingest import ingest_batch
 from pipelines import lookback
 from pipelines.catalog import create_tables, open_catalog
@@ -127,7 +127,7 @@ class EmptyWarehouse:
         atexit.register(shutil.rmtree, self.home, ignore_errors=True)
         self.path = self.home / "warehouse"
         catalog = open_catalog(self.path, create=True)
-        create_tables(catalog, SCENARIO.strategies)
+        create_tables(catalog, SCENARIO.strategies, DEFAULT_MERGE_MODE)
         catalog.engine.dispose()
         self.files = {p.relative_to(self.path): p.read_bytes() for p in self.path.rglob("*") if p.is_file()}
         shutil.rmtree(self.path)

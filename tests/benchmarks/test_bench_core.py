@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.scenario import from_preset
+from bench.scenario import DEFAULT_MERGE_MODE, from_preset
 from datagen.ingest import ingest_batch
 from datagen.model import arrival_batch
 from pipelines.catalog import create_tables, open_catalog
@@ -29,7 +29,7 @@ def test_generate_one_million_events(benchmark: Any) -> None:
 def test_capture_after_long_history(benchmark: Any, tmp_path: Path) -> None:
     """IpCapture of one new batch after 40 committed ones: metadata only, whatever the history."""
     catalog = open_catalog(tmp_path / "wh", create=True)
-    create_tables(catalog, ("ips",))
+    create_tables(catalog, ("ips",), DEFAULT_MERGE_MODE)
     model = from_preset("tiny", days=45, warmup_days=1).event_model()
     for day in range(40):
         ingest_batch(catalog, arrival_batch(model, day))
