@@ -126,7 +126,7 @@ def test_maintenance_folds_the_merged_targets_deletes(mor_run) -> None:
 
 def test_merge_on_read_writes_less_than_copy_on_write_and_the_same_rows(mor_run, tmp_path: Path) -> None:
     warehouse, mor, _ = mor_run
-    cow = simulate(from_preset("tiny", **FEW), tmp_path / "cow", progress=False)
+    cow = simulate(from_preset("tiny", merge_mode="copy-on-write", **FEW), tmp_path / "cow", progress=False)
     assert cow.verdicts["ips"].equal_to_oracle
     catalog_mor, catalog_cow = open_catalog(warehouse), open_catalog(tmp_path / "cow")
     for stage in PIPELINE:
